@@ -1,0 +1,80 @@
+"""Flax Linen models, chosen by name; parameters live in a separate pytree."""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mnist_jax.errors import UserError
+
+NUM_CLASSES = 10
+PIXEL_SCALE = 1 / 255  # models see pixels in [0, 1], as in the article
+
+
+def prepare_images(images_BxHxW: jnp.ndarray) -> jnp.ndarray:
+    """Turn uint8 or float pixels in [0, 255], shaped (B, 28, 28), into float32 (B, 28, 28, 1) in [0, 1]."""
+    return (images_BxHxW.astype(jnp.float32) * PIXEL_SCALE)[..., None]
+
+
+def max_pool_2x2(x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max pooling with stride 2 and VALID padding (odd trailing rows and columns are dropped)."""
+    return nn.max_pool(x_BxHxWxC, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+class MLP(nn.Module):
+    """The article's dense network: Flatten -> [Dense(hidden) -> ReLU] x depth -> Dense(10)."""
+
+    hidden: int = 128
+    depth: int = 1
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = x_BxHxWx1.reshape((x_BxHxWx1.shape[0], -1))
+        for _ in range(self.depth):
+            x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(NUM_CLASSES, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class CNN(nn.Module):
+    """The article's CNN: Conv(3x3) -> ReLU -> MaxPool(2x2) -> Flatten -> Dense -> ReLU -> Dense(10)."""
+
+    filters: int = 32
+    hidden: int = 128
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = nn.relu(nn.Conv(self.filters, (3, 3), padding="VALID", dtype=self.dtype)(x_BxHxWx1))
+        x = max_pool_2x2(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(NUM_CLASSES, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def model_hparams(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Pick, from a dict of options (e.g. the config), the hyperparameters the named model takes."""
+    fields = {f.name for f in dataclasses.fields(_model_class(name)) if f.name not in ("parent", "name")}
+    return {key: value for key, value in options.items() if key in fields}
+
+
+def create_model(name: str, **hparams: Any) -> nn.Module:
+    """Build a registered model; `dtype` may be given by name ("float32", "bfloat16")."""
+    if isinstance(hparams.get("dtype"), str):
+        hparams["dtype"] = DTYPES[hparams["dtype"]]
+    return _model_class(name)(**hparams)
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise UserError(f"--model must be one of {', '.join(MODELS)}; got {name!r}.")
+    return MODELS[name]

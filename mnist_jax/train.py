@@ -1,0 +1,92 @@
+"""Pure, jitted training and evaluation steps, and the epoch loops built from them."""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training import train_state
+
+from mnist_jax.losses import LOSSES, accuracy
+from mnist_jax.models import prepare_images
+
+Batch = dict[str, jax.Array]  # {"image": uint8 (B, 28, 28), "label": int32 (B,)}
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimizer state and step, plus the (static) name of the loss."""
+
+    loss: str = struct.field(pytree_node=False, default="sparse")
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
+                       loss: str = "sparse") -> TrainState:
+    """Initialise parameters with a dummy batch and wrap them with the optimizer."""
+    variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One optimizer step on a batch; dropout randomness is `rng` folded with the step number."""
+    images = prepare_images(batch["image"])
+    dropout_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
+        return LOSSES[state.loss](logits, batch["label"]).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
+def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    """Shuffle the example indices and cut them into (steps, batch_size); the remainder is skipped."""
+    steps = num_examples // batch_size
+    order = jax.random.permutation(rng, num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
+                rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """Run one train_step per row of batch indices in a single jitted lax.scan; return summed metrics."""
+
+    def body(state, indices_B):
+        return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
+
+    state, metrics_S = jax.lax.scan(body, state, batch_indices_SxB)
+    return state, jax.tree.map(jnp.sum, metrics_S)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indices_B: jax.Array,
+                   rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """Gather one batch on the device and take one train_step (the per-step loop, for comparison)."""
+    return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size"))
+def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+    """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
+    count = images.shape[0]
+    num_batches = -(-count // batch_size)
+    padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
+
+    def body(_, batch_images):
+        return None, apply_fn({"params": params}, prepare_images(batch_images))
+
+    _, logits = jax.lax.scan(body, None, padded.reshape(num_batches, batch_size, *images.shape[1:]))
+    return logits.reshape(-1, logits.shape[-1])[:count]
+
+
+def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
+    """Mean loss and accuracy over every image of a split."""
+    logits = predict_logits(state.apply_fn, state.params, images, batch_size)
+    loss = LOSSES[state.loss](logits, labels).mean()
+    return {"loss": float(loss), "accuracy": float(accuracy(logits, labels).mean())}
