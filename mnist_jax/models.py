@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mnist_jax.errors import UserError
@@ -72,6 +73,12 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
     if isinstance(hparams.get("dtype"), str):
         hparams["dtype"] = DTYPES[hparams["dtype"]]
     return _model_class(name)(**hparams)
+
+
+def abstract_params(model: nn.Module) -> Any:
+    """The parameter pytree's shapes and dtypes, without allocating or computing anything."""
+    dummy = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
 
 
 def _model_class(name: str) -> type[nn.Module]:

@@ -10,7 +10,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax.losses import LOSSES, accuracy
+from mnist_jax.losses import LOSSES, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
 
 Batch = dict[str, jax.Array]  # {"image": uint8 (B, 28, 28), "label": int32 (B,)}
@@ -85,8 +85,8 @@ def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: in
     return logits.reshape(-1, logits.shape[-1])[:count]
 
 
-def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy over every image of a split."""
-    logits = predict_logits(state.apply_fn, state.params, images, batch_size)
-    loss = LOSSES[state.loss](logits, labels).mean()
+def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over every image of a split (one-hot or not, the loss is the same)."""
+    logits = predict_logits(apply_fn, params, images, batch_size)
+    loss = sparse_categorical_cross_entropy(logits, labels).mean()
     return {"loss": float(loss), "accuracy": float(accuracy(logits, labels).mean())}

@@ -1,0 +1,141 @@
+"""Orbax checkpoints of the full training state, keeping the newest and the best epoch."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from mnist_jax.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+SCORE = "score"  # the metric that ranks checkpoints: validation accuracy (training accuracy without validation)
+KEEP_NEWEST = 2  # two newest, so a damaged newest checkpoint always has a good predecessor
+# Parameters sit apart from the optimizer state so a predictor restores them alone.
+ITEMS = ("params", "training", "meta")
+
+
+class Checkpointer:
+    """Save parameters, optimizer state and JSON metadata after every epoch, asynchronously and atomically."""
+
+    def __init__(self, directory: Path, read_only: bool = False):
+        preservation = checkpoint_managers.AnyPreservationPolicy([
+            checkpoint_managers.LatestN(n=KEEP_NEWEST),
+            checkpoint_managers.BestN(get_metric_fn=_score, n=1),  # ascending sort, keeps the highest
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=preservation, best_fn=_score, best_mode="max",
+            enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only)
+        try:
+            self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                                                 item_names=ITEMS)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"Cannot open checkpoints in {directory}: {error}.") from None
+        self.directory = Path(directory)
+
+    def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float) -> None:
+        """Start writing epoch `epoch` in the background; Orbax renames it into place when complete."""
+        args = ocp.args.Composite(params=ocp.args.StandardSave(params), training=ocp.args.StandardSave(training),
+                                  meta=ocp.args.JsonSave(meta))
+        self.manager.save(epoch, args=args, metrics={SCORE: float(score)})
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def resolve(self, which: str | int) -> int:
+        """Turn "best", "latest" or an epoch number into a saved epoch."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"No checkpoints found in {self.directory}.")
+        if which == "best":
+            return self.best_step()
+        if which == "latest":
+            return self.latest_step()
+        if int(which) not in steps:
+            raise CheckpointError(f"{self.directory} has no checkpoint for epoch {which}; it has {steps}.")
+        return int(which)
+
+    def restore_meta(self, epoch: int) -> dict[str, Any]:
+        """The JSON metadata saved beside the arrays."""
+        return self._restore(epoch, meta=ocp.args.JsonRestore())["meta"]
+
+    def restore_arrays(self, epoch: int, **targets: Any) -> dict[str, Any]:
+        """Restore the named array items ("params", "training") into the structure, shapes and dtypes given."""
+        abstract = {name: jax.tree.map(ocp.utils.to_shape_dtype_struct, target) for name, target in targets.items()}
+        return self._restore(epoch, **{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()})
+
+    def _restore(self, epoch: int, **args: Any) -> dict[str, Any]:
+        try:
+            return dict(self.manager.restore(epoch, args=ocp.args.Composite(**args)))
+        except Exception as error:  # Orbax raises many types for damaged or missing files
+            raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {_brief(error)}") from None
+
+    def restore_newest_good(self, **targets: Any) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+        """Restore the newest checkpoint that loads, warning about each damaged one skipped."""
+        damaged = []
+        for epoch in reversed(self.steps()):
+            try:
+                arrays, meta = self.restore_arrays(epoch, **targets), self.restore_meta(epoch)
+            except CheckpointError as error:
+                damaged.append(epoch)
+                log.warning("%s", error)
+                continue
+            if damaged:
+                log.warning("Checkpoint %s is damaged; resuming from the previous good one, %s.",
+                            self._path(damaged[0]), self._path(epoch))
+            return epoch, arrays, meta
+        if damaged:
+            raise CheckpointError(f"Every checkpoint in {self.directory} is damaged ({damaged}).")
+        return None
+
+    def wait(self) -> None:
+        """Block until every pending write is on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def _path(self, epoch: int) -> Path:
+        return self.directory / str(epoch)
+
+
+def _score(metrics: dict[str, float]) -> float:
+    return metrics[SCORE]
+
+
+def _brief(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text[:300].rstrip(".") + "."
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Accept a run directory or its checkpoints folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; give a run directory or its checkpoints folder.")
+    return path / "checkpoints" if (path / "checkpoints").is_dir() else path
+
+
+def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[int, Any, dict[str, Any]]:
+    """Restore (epoch, parameters, metadata) from a run or checkpoints directory, with no other input."""
+    from mnist_jax.models import abstract_params, create_model
+
+    checkpointer = Checkpointer(checkpoint_dir(path), read_only=True)
+    epoch = checkpointer.resolve(which)
+    meta = checkpointer.restore_meta(epoch)
+    try:
+        model = create_model(meta["model"], **meta["hparams"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"Checkpoint {checkpointer.directory / str(epoch)} has unusable metadata ({error}).")
+    params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+    return epoch, params, meta

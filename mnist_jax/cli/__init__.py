@@ -1,0 +1,58 @@
+"""The `mnist-jax` command line: parse flags, call the library, print results."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mnist_jax.errors import UserError
+
+EXIT_USER_ERROR = 2  # the same code argparse uses for a bad flag
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per module in mnist_jax.cli."""
+    from mnist_jax.cli import evaluate, train
+
+    parser = argparse.ArgumentParser(prog="mnist-jax", description="The classic MNIST workflow in JAX, Flax and Optax.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (train, evaluate):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors end in one sentence on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return args.run(args) or 0
+    except UserError as error:
+        print(f"mnist-jax: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("mnist-jax: interrupted; checkpoints already written are kept.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    """Our logs at INFO (DEBUG with -v), third-party chatter (Orbax's absl logs) at WARNING."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("mnist_jax").setLevel(level)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
+
+
+def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs) -> None:
+    """Add a flag whose help text shows its default."""
+    default = kwargs.get("default")
+    suffix = "" if default is None or kwargs.get("action") == "store_true" else f" (default: {default})"
+    parser.add_argument(flag, help=help + suffix, **kwargs)

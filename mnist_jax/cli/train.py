@@ -1,0 +1,71 @@
+"""`mnist-jax train`: train a model and leave a run directory."""
+
+import argparse
+
+from mnist_jax import config as cfg
+from mnist_jax.cli import add_flag
+
+DEFAULTS = cfg.TrainConfig()
+
+# flag -> (TrainConfig field, type, choices, help)
+FLAGS = {
+    "--model": ("model", str, ("mlp", "cnn"), "network: the dense mlp or the cnn"),
+    "--epochs": ("epochs", int, None, "passes over the training split"),
+    "--batch-size": ("batch_size", int, None, "training batch size"),
+    "--lr": ("learning_rate", float, None, "peak learning rate"),
+    "--optimizer": ("optimizer", str, cfg.OPTIMIZERS, "optimizer"),
+    "--schedule": ("schedule", str, cfg.SCHEDULES, "learning-rate schedule"),
+    "--loss": ("loss", str, cfg.LOSSES, "sparse: integer labels; categorical: one-hot labels"),
+    "--val-split": ("val_split", float, None, "fraction of the training data held out (stratified) for validation"),
+    "--seed": ("seed", int, None, "seed for parameters, validation split, data order and dropout"),
+    "--dataset": ("dataset", str, None, "mnist or digits (offline, from scikit-learn); with --source tfds any "
+                                        "prepared 28x28x1 TFDS dataset, e.g. fashion_mnist"),
+    "--source": ("source", str, cfg.SOURCES, "idx: MNIST IDX files (folder or download); tfds: tfds.data_source"),
+    "--data-dir": ("data_dir", str, None, "folder with the MNIST IDX files, or the TFDS data_dir "
+                                          "(default: $MNIST_JAX_DATA_DIR, else download once into the cache)"),
+    "--filters": ("filters", int, None, "CNN convolution channels"),
+    "--hidden": ("hidden", int, None, "width of the dense hidden layer(s)"),
+    "--depth": ("depth", int, None, "MLP hidden layers"),
+    "--dropout": ("dropout", float, None, "dropout rate before the output layer"),
+    "--dtype": ("dtype", str, cfg.DTYPES, "compute dtype (parameters stay float32)"),
+    "--eval-batch-size": ("eval_batch_size", int, None, "evaluation batch size"),
+    "--steps-per-call": ("steps_per_call", int, None, "training steps per jitted call; 0 = a whole epoch per call"),
+    "--loop": ("loop", str, cfg.LOOPS, "scan: many steps per jitted call; step: one call per step"),
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train a model on MNIST and evaluate it on the test set",
+                                 description="Train a model, validate every epoch, checkpoint every epoch, and "
+                                             "evaluate once on the full test set.")
+    for flag, (field, kind, choices, help) in FLAGS.items():
+        add_flag(parser, flag, help, type=kind, choices=choices, default=getattr(DEFAULTS, field))
+    add_flag(parser, "--run-dir", "where to write the run (default: a new folder under runs/)", default=None)
+    add_flag(parser, "--resume", "continue the run in this directory from its newest good checkpoint "
+                                 "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
+    add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
+    """The TrainConfig the flags describe."""
+    return cfg.TrainConfig(**{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, *_) in FLAGS.items()})
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnist_jax.rundir import CONFIG, RunDir
+    from mnist_jax.trainer import train_and_evaluate
+
+    if args.resume:
+        run_dir = RunDir.open(args.resume)
+        config = cfg.TrainConfig.load(run_dir.path / CONFIG).replace(epochs=args.epochs)
+        run_dir.write_json(CONFIG, config.to_dict())
+    else:
+        config = config_from_args(args)
+        run_dir = RunDir.create(args.run_dir, name=config.model)
+    print(f"Run directory: {run_dir.path}")
+    result = train_and_evaluate(config, run_dir, progress=not args.no_progress, resume=bool(args.resume))
+    metrics = result.metrics
+    print(f"Test accuracy: {metrics['test_accuracy']:.4f}  test loss: {metrics['test_loss']:.4f}  "
+          f"({metrics['test_images']} images, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s training)")
+    return 0

@@ -1,0 +1,193 @@
+"""The training run: load data, train epoch by epoch, validate, checkpoint, and test once at the end."""
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mnist_jax import rundir as rd
+from mnist_jax.checkpoints import Checkpointer
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import Datasets, Split, load_datasets
+from mnist_jax.environment import describe_environment, package_versions
+from mnist_jax.errors import UserError
+from mnist_jax.models import PIXEL_SCALE, create_model, model_hparams
+from mnist_jax.optim import create_optimizer
+from mnist_jax.train import TrainState, create_train_state, epoch_batches, evaluate, train_one_step, train_steps
+
+log = logging.getLogger(__name__)
+
+INIT_STREAM, EPOCH_STREAM = 0, 1  # independent random streams folded out of the seed
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run returns to Python callers."""
+
+    state: TrainState
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    run_dir: rd.RunDir | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSplit:
+    """A split's uint8 images and int32 labels placed on the device once."""
+
+    images: jax.Array
+    labels: jax.Array
+
+    @classmethod
+    def put(cls, split: Split) -> "DeviceSplit":
+        return cls(jax.device_put(split.images), jax.device_put(split.labels))
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, datasets: Datasets | None = None,
+                       progress: bool = False, resume: bool = False) -> TrainResult:
+    """Train `config` and evaluate on the test set; with a run directory, record everything as it goes."""
+    datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
+    steps_per_epoch = len(datasets.train) // config.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(datasets.train)} training images.")
+    state = initial_state(config, steps_per_epoch)
+    checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
+    try:
+        state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
+        if run_dir and not resume:
+            _write_run_files(run_dir, config)
+        state, history = _train_epochs(config, datasets, state, history, run_dir, checkpointer, progress)
+    finally:
+        if checkpointer:
+            checkpointer.wait()  # never exit with a checkpoint half written
+            checkpointer.close()
+    metrics = _final_metrics(config, datasets, state, history)
+    if run_dir:
+        run_dir.write_json(rd.METRICS, metrics)
+    return TrainResult(state, history, metrics, run_dir)
+
+
+def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
+    """Fresh parameters and optimizer state for `config`."""
+    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
+    return create_train_state(model, optimizer, init_rng, config.loss)
+
+
+def epoch_rngs(seed: int, epoch: int) -> tuple[jax.Array, jax.Array]:
+    """The (shuffle, dropout) keys of an epoch, derived from the seed alone so a resumed run repeats them."""
+    epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
+    shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
+    return shuffle_rng, dropout_rng
+
+
+def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoch: int,
+                bar: tqdm | None = None) -> tuple[TrainState, dict[str, float]]:
+    """One shuffled pass over the training split, `steps_per_call` steps per jitted call."""
+    shuffle_rng, dropout_rng = epoch_rngs(config.seed, epoch)
+    batches = epoch_batches(shuffle_rng, len(train), config.batch_size)
+    chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
+    step = train_one_step if config.loop == "step" else train_steps
+    totals = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(())}
+    for start in range(0, len(batches), chunk):
+        indices = batches[start] if config.loop == "step" else batches[start:start + chunk]
+        state, metrics = step(state, train.images, train.labels, indices, dropout_rng)
+        totals = jax.tree.map(jnp.add, totals, metrics)
+        if bar is not None:
+            _show_progress(bar, totals, start + min(chunk, len(batches) - start))
+    return state, {f"train_{name}": float(value) / len(batches) for name, value in totals.items()}
+
+
+def _show_progress(bar: tqdm, totals: dict[str, jax.Array], steps_done: int) -> None:
+    """Update the bar with running means; this syncs with the device once per jitted call."""
+    bar.n = steps_done
+    bar.set_postfix(loss=f"{float(totals['loss']) / steps_done:.4f}",
+                    acc=f"{float(totals['accuracy']) / steps_done:.4f}")
+
+
+def _train_epochs(config, datasets, state, history, run_dir, checkpointer, progress):
+    """Train the remaining epochs, recording each one as soon as it ends."""
+    train = DeviceSplit.put(datasets.train)
+    val = DeviceSplit.put(datasets.val) if datasets.val else None
+    steps_per_epoch = len(datasets.train) // config.batch_size
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        started = time.perf_counter()
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step",
+                  disable=not progress, leave=True) as bar:
+            state, record = train_epoch(config, state, train, epoch, bar if progress else None)
+            if val is not None:
+                val_metrics = evaluate(state.apply_fn, state.params, val.images, val.labels, config.eval_batch_size)
+                record |= {f"val_{name}": value for name, value in val_metrics.items()}
+            record = {"epoch": epoch, **record, "seconds": round(time.perf_counter() - started, 3)}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))},
+                            refresh=False)
+        log.debug("Epoch %d: %s", epoch, record)
+        history.append(record)
+        if run_dir:
+            run_dir.append_history(record)
+            checkpointer.save(epoch, state.params, training_arrays(state), predictor_meta(config, datasets, record),
+                              record.get("val_accuracy", record["train_accuracy"]))
+    return state, history
+
+
+def _final_metrics(config: TrainConfig, datasets: Datasets, state: TrainState,
+                   history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate once on every test image; the test set plays no part in training or model selection."""
+    test = DeviceSplit.put(datasets.test)
+    test_metrics = evaluate(state.apply_fn, state.params, test.images, test.labels,
+                            config.eval_batch_size)
+    log.info("Test accuracy %.4f, loss %.4f on %d images.", test_metrics["accuracy"], test_metrics["loss"], len(test))
+    return {
+        "test_accuracy": test_metrics["accuracy"],
+        "test_loss": test_metrics["loss"],
+        "test_images": len(test),
+        "epochs": len(history),
+        "train_seconds": round(sum(record["seconds"] for record in history), 3),
+        "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(state.params))),
+    }
+
+
+def training_arrays(state: TrainState) -> dict[str, Any]:
+    """Besides the parameters, what resumes training exactly (the RNG is derived from the seed and epoch)."""
+    return {"opt_state": state.opt_state, "step": state.step}
+
+
+def predictor_meta(config: TrainConfig, datasets: Datasets, record: dict[str, Any]) -> dict[str, Any]:
+    """Everything a predictor needs beside the arrays, and nothing from the training code."""
+    return {
+        "model": config.model,
+        "hparams": model_hparams(config.model, config.to_dict()),
+        "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
+        "class_names": list(datasets.class_names),
+        "dataset": datasets.name,
+        "packages": package_versions(),
+        "config": config.to_dict(),
+        "epoch": record["epoch"],
+        "metrics": {k: v for k, v in record.items() if k != "epoch"},
+    }
+
+
+def _write_run_files(run_dir: rd.RunDir, config: TrainConfig) -> None:
+    run_dir.write_json(rd.CONFIG, config.to_dict())
+    run_dir.write_json(rd.ENVIRONMENT, describe_environment(config.seed))
+
+
+def _restore(run_dir: rd.RunDir, checkpointer: Checkpointer, state: TrainState) -> tuple[TrainState, list]:
+    """Continue from the newest good checkpoint: same parameters, optimizer state and step."""
+    found = checkpointer.restore_newest_good(params=state.params, training=training_arrays(state))
+    if found is None:
+        raise UserError(f"{run_dir.path} has no checkpoint to resume from.")
+    epoch, arrays, _ = found
+    training = arrays["training"]
+    state = state.replace(params=arrays["params"], opt_state=training["opt_state"], step=training["step"])
+    run_dir.truncate_history(epoch)
+    log.info("Resuming %s after epoch %d.", run_dir.path, epoch)
+    return state, run_dir.read_history()
