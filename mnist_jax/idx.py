@@ -63,12 +63,12 @@ def _read_bytes(path: Path) -> bytes:
 def _parse_header(path: Path, data: bytes, magic: int, dims: int) -> tuple[int, ...]:
     """Check the magic number and return the dimension sizes."""
     header_size = 4 * (1 + dims)
+    found = int(np.frombuffer(data, HEADER_INT, count=1)[0]) if len(data) >= 4 else None
+    if found is not None and found != magic:
+        raise DataError(f"MNIST file {path} has magic number {found}, expected {magic}; it is not the right IDX file.")
     if len(data) < header_size:
         raise DataError(f"MNIST file {path} is truncated: {len(data)} bytes is shorter than its header.")
-    found, *sizes = np.frombuffer(data, HEADER_INT, count=1 + dims).tolist()
-    if found != magic:
-        raise DataError(f"MNIST file {path} has magic number {found}, expected {magic}; it is not the right IDX file.")
-    return tuple(sizes)
+    return tuple(np.frombuffer(data, HEADER_INT, count=dims, offset=4).tolist())
 
 
 def _check_size(path: Path, found: int, expected: int, what: str) -> None:

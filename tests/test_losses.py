@@ -1,0 +1,28 @@
+"""Sparse and one-hot categorical cross-entropy agree in value and gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax import losses
+
+
+def test_sparse_and_categorical_give_same_loss_and_gradients():
+    logits = jax.random.normal(jax.random.key(0), (16, 10))
+    labels = jnp.arange(16) % 10
+    sparse = lambda z: losses.sparse_categorical_cross_entropy(z, labels).mean()
+    categorical = lambda z: losses.categorical_cross_entropy(z, labels).mean()
+    np.testing.assert_allclose(sparse(logits), categorical(logits), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(sparse)(logits), jax.grad(categorical)(logits), atol=1e-7)
+
+
+def test_cross_entropy_value():
+    logits = jnp.array([[0.0, jnp.log(3.0)] + [-jnp.inf] * 8])
+    # softmax = [1/4, 3/4]: the loss for label 1 is -log(3/4).
+    np.testing.assert_allclose(losses.sparse_categorical_cross_entropy(logits, jnp.array([1])), [-np.log(0.75)],
+                               rtol=1e-6)
+
+
+def test_accuracy():
+    logits = jnp.eye(10)[:4]
+    assert losses.accuracy(logits, jnp.array([0, 1, 0, 3])).tolist() == [1.0, 1.0, 0.0, 1.0]

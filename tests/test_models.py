@@ -1,0 +1,71 @@
+"""Models: pinned parameter counts, output shapes, dtypes, the registry."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mnist_jax import models
+from mnist_jax.errors import UserError
+
+# Keras reports the same counts for the article's models.
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962}
+
+
+def count(params) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+@pytest.mark.parametrize("batch", [1, 7])
+def test_parameter_count_and_output_shape(name, batch):
+    model = models.create_model(name)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert count(params) == PARAMETER_COUNTS[name]
+    assert model.apply({"params": params}, jnp.zeros((batch, 28, 28, 1))).shape == (batch, 10)
+
+
+def test_cnn_hyperparameters_change_the_shapes():
+    model = models.create_model("cnn", filters=8, hidden=16)
+    params = models.abstract_params(model)
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 1, 8)
+    assert params["Dense_0"]["kernel"].shape == (13 * 13 * 8, 16)
+
+
+def test_mlp_depth():
+    params = models.abstract_params(models.create_model("mlp", depth=3, hidden=32))
+    assert [params[f"Dense_{i}"]["kernel"].shape for i in range(4)] == [(784, 32), (32, 32), (32, 32), (32, 10)]
+
+
+def test_bfloat16_computes_in_bf16_but_keeps_float32_parameters():
+    model = models.create_model("cnn", dtype="bfloat16")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    logits = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)))
+    assert logits.dtype == jnp.float32  # logits are cast back for a stable loss
+
+
+def test_dropout_only_in_training():
+    model = models.create_model("cnn", dropout=0.5)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    x = jnp.ones((2, 28, 28, 1))
+    assert jnp.array_equal(model.apply(variables, x), model.apply(variables, x))
+    trained = [model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(i)}) for i in range(2)]
+    assert not jnp.array_equal(*trained)
+
+
+def test_model_hparams_picks_only_known_fields():
+    options = {"filters": 4, "hidden": 8, "depth": 2, "epochs": 3, "dropout": 0.1, "dtype": "float32"}
+    assert models.model_hparams("mlp", options) == {"hidden": 8, "depth": 2, "dropout": 0.1, "dtype": "float32"}
+    assert models.model_hparams("cnn", options) == {"filters": 4, "hidden": 8, "dropout": 0.1, "dtype": "float32"}
+
+
+def test_unknown_model():
+    with pytest.raises(UserError, match="--model must be one of mlp, cnn"):
+        models.create_model("resnet")
+
+
+def test_prepare_images_scales_to_unit_range():
+    images = jnp.array([[[0, 255]]], jnp.uint8).repeat(28, 1).repeat(14, 2)
+    x = models.prepare_images(images)
+    assert x.shape == (1, 28, 28, 1) and x.dtype == jnp.float32
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0

@@ -1,0 +1,99 @@
+"""Training and evaluation steps: correctness of the loops, masking, learning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import data, train
+from mnist_jax.config import TrainConfig
+from mnist_jax.losses import sparse_categorical_cross_entropy
+from mnist_jax.models import prepare_images
+from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_datasets("digits", val_split=0.2, seed=0)
+
+
+def test_predict_logits_keeps_every_image_when_batches_do_not_divide(digits):
+    config = TrainConfig(dataset="digits", model="mlp")
+    state = initial_state(config, steps_per_epoch=1)
+    images = jnp.asarray(digits.test.images[:23])
+    logits = train.predict_logits(state.apply_fn, state.params, images, batch_size=10)
+    direct = state.apply_fn({"params": state.params}, prepare_images(images))
+    assert logits.shape == (23, 10)
+    np.testing.assert_allclose(logits, direct, atol=1e-5)
+
+
+def test_evaluate_matches_a_direct_computation(digits):
+    config = TrainConfig(dataset="digits", model="mlp")
+    state = initial_state(config, steps_per_epoch=1)
+    images, labels = jnp.asarray(digits.test.images), jnp.asarray(digits.test.labels)
+    metrics = train.evaluate(state.apply_fn, state.params, images, labels, batch_size=100)  # 359 images: 4 batches
+    logits = state.apply_fn({"params": state.params}, prepare_images(images))
+    np.testing.assert_allclose(metrics["loss"], sparse_categorical_cross_entropy(logits, labels).mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], (logits.argmax(-1) == labels).mean(), rtol=1e-6)
+
+
+def test_epoch_batches_are_a_permutation_without_the_remainder():
+    batches = train.epoch_batches(jax.random.key(0), 103, 10)
+    assert batches.shape == (10, 10)
+    assert len(set(np.asarray(batches).ravel().tolist())) == 100
+    assert not np.array_equal(batches, train.epoch_batches(jax.random.key(1), 103, 10))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_scan_loop_and_step_loop_train_identically(digits, model):
+    """Many steps per jitted call is an optimisation only: it must not change what is computed."""
+    split = DeviceSplit.put(digits.train)
+    results = []
+    for loop, steps_per_call in [("scan", 0), ("scan", 7), ("step", 0)]:
+        config = TrainConfig(dataset="digits", model=model, batch_size=32, loop=loop, steps_per_call=steps_per_call,
+                             dropout=0.3)
+        state = initial_state(config, steps_per_epoch=len(split) // 32)
+        state, metrics = train_epoch(config, state, split, epoch=1)
+        results.append((state.params, metrics))
+    for params, metrics in results[1:]:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), results[0][0], params)
+        np.testing.assert_allclose(metrics["train_loss"], results[0][1]["train_loss"], rtol=1e-5)
+
+
+def test_train_step_is_pure_and_reduces_the_loss(digits):
+    config = TrainConfig(dataset="digits", model="mlp", learning_rate=1e-2)
+    state = initial_state(config, steps_per_epoch=1)
+    batch = {"image": jnp.asarray(digits.train.images[:64]), "label": jnp.asarray(digits.train.labels[:64])}
+    step = jax.jit(train.train_step)
+    first, metrics_a = step(state, batch, jax.random.key(0))
+    again, metrics_b = step(state, batch, jax.random.key(0))
+    assert float(metrics_a["loss"]) == float(metrics_b["loss"])  # same inputs, same outputs
+    for _ in range(20):
+        first, metrics = step(first, batch, jax.random.key(0))
+    assert float(metrics["loss"]) < 0.5 * float(metrics_a["loss"])
+    assert int(first.step) == 21
+
+
+def test_categorical_loss_trains_like_sparse(digits):
+    results = {}
+    for loss in ("sparse", "categorical"):
+        config = TrainConfig(dataset="digits", model="mlp", loss=loss, epochs=1, batch_size=32)
+        results[loss] = train_and_evaluate(config, datasets=digits)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                 results["sparse"].state.params, results["categorical"].state.params)
+
+
+def test_cnn_learns_digits(digits):
+    config = TrainConfig(dataset="digits", epochs=4, batch_size=32)
+    result = train_and_evaluate(config, datasets=digits)
+    assert result.metrics["test_accuracy"] > 0.9
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["val_accuracy"] > 0.9
+    assert result.metrics["test_images"] == len(digits.test)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "cosine"), ("adamw", "onecycle")])
+def test_other_optimizers_and_schedules_learn(digits, optimizer, schedule):
+    config = TrainConfig(dataset="digits", model="mlp", optimizer=optimizer, schedule=schedule, epochs=3,
+                         batch_size=32, learning_rate=0.05 if optimizer == "sgd" else 3e-3)
+    assert train_and_evaluate(config, datasets=digits).metrics["test_accuracy"] > 0.85
