@@ -1,6 +1,8 @@
 """Orbax checkpoints of the full training state, keeping the newest and the best epoch."""
 
 import logging
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ SCORE = "score"  # the metric that ranks checkpoints: validation accuracy (train
 KEEP_NEWEST = 2  # two newest, so a damaged newest checkpoint always has a good predecessor
 # Parameters sit apart from the optimizer state so a predictor restores them alone.
 ITEMS = ("params", "training", "meta")
+DAMAGED = "checkpoints.damaged"  # beside the checkpoints folder: damaged checkpoints set aside on resume
 
 
 class Checkpointer:
@@ -92,10 +95,21 @@ class Checkpointer:
             if damaged:
                 log.warning("Checkpoint %s is damaged; resuming from the previous good one, %s.",
                             self._path(damaged[0]), self._path(epoch))
+                self._set_aside(damaged)
             return epoch, arrays, meta
         if damaged:
             raise CheckpointError(f"Every checkpoint in {self.directory} is damaged ({damaged}).")
         return None
+
+    def _set_aside(self, epochs: list[int]) -> None:
+        """Move damaged checkpoints out of Orbax's sight (kept for inspection) so their epochs can be saved again."""
+        aside = self.directory.parent / DAMAGED
+        aside.mkdir(exist_ok=True)
+        for epoch in epochs:
+            target = aside / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
+            shutil.move(self._path(epoch), target)
+            log.warning("Moved damaged checkpoint %s to %s.", self._path(epoch), target)
+        self.manager.reload()
 
     def wait(self) -> None:
         """Block until every pending write is on disk."""

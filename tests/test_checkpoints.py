@@ -1,0 +1,97 @@
+"""Orbax checkpoints: retention of newest and best, exact resume, and damaged-checkpoint fallback."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import data
+from mnist_jax.checkpoints import Checkpointer, restore_for_inference
+from mnist_jax.config import TrainConfig
+from mnist_jax.errors import CheckpointError, UserError
+from mnist_jax.rundir import RunDir
+from mnist_jax.trainer import train_and_evaluate
+
+CONFIG = TrainConfig(dataset="digits", model="mlp", batch_size=32, dropout=0.3, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_datasets("digits", val_split=0.2, seed=0)
+
+
+def assert_trees_equal(a, b, atol=1e-6):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0), a, b)
+
+
+def test_keeps_the_two_newest_and_the_best(tmp_path):
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    for epoch, score in enumerate([0.9, 0.99, 0.5, 0.6, 0.7], start=1):
+        checkpointer.save(epoch, {"w": jnp.full((2,), float(epoch))}, {"step": jnp.array(epoch)}, {"epoch": epoch},
+                          score)
+    checkpointer.wait()
+    assert checkpointer.steps() == [2, 4, 5]
+    assert checkpointer.best_step() == 2 and checkpointer.latest_step() == 5
+    restored = checkpointer.restore_arrays(2, params={"w": jnp.zeros((2,))})["params"]
+    assert np.asarray(restored["w"]).tolist() == [2.0, 2.0]
+    assert checkpointer.restore_meta(4) == {"epoch": 4}
+    with pytest.raises(CheckpointError, match="has no checkpoint for epoch 3"):
+        checkpointer.resolve(3)
+    checkpointer.close()
+
+
+def test_resume_continues_exactly(tmp_path, digits):
+    straight = train_and_evaluate(CONFIG, RunDir.create(tmp_path / "straight"), datasets=digits)
+    run_dir = RunDir.create(tmp_path / "resumed")
+    train_and_evaluate(CONFIG.replace(epochs=1), run_dir, datasets=digits)
+    resumed = train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)
+    assert_trees_equal(straight.state.params, resumed.state.params)
+    assert_trees_equal(straight.state.opt_state, resumed.state.opt_state)
+    assert int(resumed.state.step) == int(straight.state.step)
+    assert [r["epoch"] for r in run_dir.read_history()] == [1, 2]
+    assert resumed.metrics["test_accuracy"] == pytest.approx(straight.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, digits, caplog):
+    run_dir = RunDir.create(tmp_path / "run")
+    train_and_evaluate(CONFIG.replace(epochs=3), run_dir, datasets=digits)
+    for path in (run_dir.checkpoints / "3" / "params").rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncate every array file
+    with caplog.at_level(logging.WARNING, logger="mnist_jax"):
+        result = train_and_evaluate(CONFIG.replace(epochs=3), run_dir, datasets=digits, resume=True)
+    fallback = [r.getMessage() for r in caplog.records if "resuming from the previous good one" in r.getMessage()]
+    assert fallback and "checkpoints/3" in fallback[0] and "checkpoints/2" in fallback[0]
+    assert [r["epoch"] for r in run_dir.read_history()] == [1, 2, 3]  # epoch 3 was trained again
+    assert result.metrics["epochs"] == 3
+    # The damaged files were set aside, not deleted, and the new epoch 3 checkpoint is sound.
+    assert len(list((tmp_path / "run" / "checkpoints.damaged").iterdir())) == 1
+    assert_trees_equal(restore_for_inference(run_dir.path, "latest")[1], result.state.params, atol=0)
+
+
+def test_restore_for_inference_matches_the_trained_parameters(tmp_path, digits):
+    run_dir = RunDir.create(tmp_path / "run")
+    result = train_and_evaluate(CONFIG, run_dir, datasets=digits)
+    epoch, params, meta = restore_for_inference(run_dir.path, "latest")
+    assert epoch == 2 and meta["model"] == "mlp" and meta["hparams"]["dropout"] == 0.3
+    assert meta["class_names"] == [str(d) for d in range(10)] and meta["dataset"] == "digits"
+    assert_trees_equal(params, result.state.params, atol=0)
+    # The checkpoints folder itself works too.
+    assert restore_for_inference(run_dir.checkpoints, 1)[0] == 1
+
+
+def test_missing_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        restore_for_inference(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="No checkpoints found"):
+        restore_for_inference(tmp_path / "empty")
+
+
+def test_resume_without_checkpoints(tmp_path, digits):
+    run_dir = RunDir.create(tmp_path / "run")
+    run_dir.write_json("config.json", CONFIG.to_dict())
+    with pytest.raises(UserError, match="has no checkpoint to resume from"):
+        train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)

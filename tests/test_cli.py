@@ -1,0 +1,85 @@
+"""The train and evaluate commands, the run directory contract, and one-sentence errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnist_jax.cli import main
+
+TRAIN_DIGITS = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "32",
+                "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN_DIGITS, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_train_writes_the_run_directory(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"] == "mlp" and config["epochs"] == 2 and config["val_split"] == 0.2
+    history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"} <= history[0].keys()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"test_accuracy", "test_loss", "epochs", "train_seconds"} <= metrics.keys()
+    assert metrics["epochs"] == 2 and metrics["test_accuracy"] > 0.8
+    environment = json.loads((trained_run / "environment.json").read_text())
+    assert environment["seed"] == 0 and environment["packages"]["jax"] and environment["devices"]
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_evaluate_reproduces_the_final_test_accuracy(trained_run, capsys):
+    assert main(["evaluate", str(trained_run), "--which", "latest", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert evaluated["epoch"] == 2 and evaluated["test_images"] == metrics["test_images"]
+    assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+def test_default_run_dir_is_created_under_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--no-progress"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-mlp") and (run / "metrics.json").is_file()
+    assert str(run.relative_to(tmp_path)) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--epochs", "0"], "--epochs must be a positive integer, got 0."),
+    (["train", "--val-split", "1.5"], "--val-split must be in [0, 1), got 1.5."),
+    (["train", "--dataset", "cifar10"], "--dataset must be one of"),
+    (["train", "--data-dir", "/no/such/folder"], "MNIST data directory /no/such/folder does not exist"),
+    (["evaluate", "/no/such/run"], "/no/such/run is not a run directory"),
+    (["train", "--resume", "/no/such/run"], "/no/such/run is not a run directory"),
+])
+def test_user_errors_are_one_sentence_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_flag_value_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "many"])
+    assert exit_info.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_corrupt_data_file_is_one_sentence(tmp_path, tiny_mnist_dir, capsys):
+    (tiny_mnist_dir / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    assert main(["train", "--data-dir", str(tiny_mnist_dir), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "is a damaged gzip file" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_help_explain_every_flag():
+    out = subprocess.run([sys.executable, "-m", "mnist_jax", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag in ["--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--loss", "--val-split", "--seed",
+                 "--data-dir", "--source", "--dataset", "--run-dir", "--resume"]:
+        assert flag in out
+    assert "(default: 64)" in out and "(default: cnn)" in out
