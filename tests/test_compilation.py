@@ -1,0 +1,34 @@
+"""Fixed shapes: training and evaluation compile once, then never again."""
+
+import jax
+import jax.numpy as jnp
+
+from mnist_jax import data
+from mnist_jax.compilation import count_compilations
+from mnist_jax.config import TrainConfig
+from mnist_jax.trainer import DeviceSplit, initial_state, train_epoch
+
+
+def test_counter_sees_a_new_shape_and_not_a_cached_one():
+    f = jax.jit(lambda x: x * 3 + 1)
+    three, four = jnp.ones(3), jnp.ones(4)  # made outside: creating them compiles too
+    with count_compilations() as counter:
+        f(three).block_until_ready()
+        f(three).block_until_ready()
+    assert counter.count == 1
+    with count_compilations() as counter:
+        f(four).block_until_ready()
+    assert counter.count == 1 and counter.seconds > 0
+
+
+def test_no_recompilation_after_the_first_epoch():
+    datasets = data.load_datasets("digits", val_split=0.2)
+    split = DeviceSplit.put(datasets.train)
+    # 35 steps per epoch in calls of 10: calls of 10 and of 5 steps, both compiled in epoch 1.
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=32, steps_per_call=10)
+    state = initial_state(config, steps_per_epoch=len(split) // 32)
+    state, _ = train_epoch(config, state, split, epoch=1)
+    with count_compilations() as counter:
+        for epoch in (2, 3):
+            state, metrics = train_epoch(config, state, split, epoch=epoch)
+    assert counter.count == 0
