@@ -2,6 +2,8 @@
 
 import json
 
+import flax.linen as nn
+import jax.numpy as jnp
 import pytest
 from PIL import Image
 
@@ -170,3 +172,35 @@ def test_cli_bad_diagram_path_is_one_sentence_and_exit_2(capsys, tmp_path, bad_p
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1
     assert captured.err.startswith("mnist-jax: error: ") and captured.err.rstrip().endswith(".")
+
+
+class _Block(nn.Module):
+    """Two Dense layers in one submodule, to check nested layers roll up into one row."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(nn.Dense(8)(x))
+
+
+class _ChangedModel(nn.Module):
+    """A model none of the code was written for: batch norm, a nested block, average pooling, tanh."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = jnp.tanh(x.reshape((x.shape[0], -1)))
+        return _Block()(x)
+
+
+def test_summary_follows_a_model_it_was_not_written_for():
+    rows = summary.summarize(_ChangedModel())
+    by_name = {row.name: row for row in rows}
+    assert [row.kind for row in modules(rows)] == ["BatchNorm", "_Block"]
+    assert by_name["BatchNorm_0"].params == 4 and by_name["BatchNorm_0"].trainable_params == 2  # scale, bias
+    assert by_name["_Block_0"].params == 196 * 8 + 8 + 8 * 4 + 4
+    assert by_name["_Block_0"].flops == 2 * (196 * 8 + 8 * 4)
+    assert [row.kind for row in rows if not row.is_module] == ["SumPool", "div", "Flatten", "Tanh"]  # avg_pool = sum / n
+    assert rows[0].kind == "SumPool" and rows[-1].name == "_Block_0"
+    totals = summary.summary_totals(rows)
+    assert (totals["total_params"], totals["trainable_params"]) == (196 * 8 + 8 + 36 + 4, 196 * 8 + 8 + 36 + 2)
