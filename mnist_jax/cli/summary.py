@@ -1,0 +1,55 @@
+"""`mnist-jax summary --model NAME`: print the model's layers, shapes, parameters and FLOPs; optionally draw it."""
+
+import argparse
+import json
+
+from mnist_jax import config as cfg
+from mnist_jax.cli import add_flag
+
+DEFAULTS = cfg.TrainConfig()
+
+# flag -> (TrainConfig field, type, choices, help)
+FLAGS = {
+    "--model": ("model", str, ("mlp", "cnn"), "network: the dense mlp or the cnn"),
+    "--filters": ("filters", int, None, "CNN convolution channels"),
+    "--hidden": ("hidden", int, None, "width of the dense hidden layer(s)"),
+    "--depth": ("depth", int, None, "MLP hidden layers"),
+    "--dropout": ("dropout", float, None, "dropout rate before the output layer"),
+    "--dtype": ("dtype", str, cfg.DTYPES, "compute dtype (parameters stay float32)"),
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("summary", help="print a model's layers, output shapes, parameters and FLOPs",
+                                 description="Trace a model on one image and print its layers with output shapes, "
+                                             "parameter counts and FLOPs per image, like Keras' model.summary().")
+    for flag, (field, kind, choices, help) in FLAGS.items():
+        add_flag(parser, flag, help, type=kind, choices=choices, default=getattr(DEFAULTS, field))
+    add_flag(parser, "--diagram", "also draw the layers as boxes into this image file (.png, .svg, .pdf, ...)",
+             default=None, metavar="FILE")
+    add_flag(parser, "--json", "print the summary as one JSON object", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnist_jax.models import create_model, model_hparams
+    from mnist_jax.summary import format_summary, summarize, summary_totals, xla_flops
+
+    config = cfg.TrainConfig(**{field: getattr(args, flag[2:]) for flag, (field, *_) in FLAGS.items()})
+    hparams = model_hparams(config.model, config.to_dict())
+    model = create_model(config.model, **hparams)
+    rows = summarize(model)
+    compiled_flops = xla_flops(model)
+    if args.diagram:
+        from mnist_jax.diagram import draw_model, save_diagram
+
+        save_diagram(draw_model(model, rows), args.diagram)
+    if args.json:
+        print(json.dumps({"model": config.model, "hparams": hparams, "layers": [row.to_dict() for row in rows],
+                          **summary_totals(rows), "xla_flops_per_image": compiled_flops}))
+    else:
+        title = f"{type(model).__name__}({', '.join(f'{key}={value}' for key, value in hparams.items())})"
+        print(format_summary(rows, title=title, xla_flops=compiled_flops))
+        if args.diagram:
+            print(f"Diagram: {args.diagram}")
+    return 0
