@@ -3,28 +3,14 @@
 import argparse
 import json
 
-from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
-
-DEFAULTS = cfg.TrainConfig()
-
-# flag -> (TrainConfig field, type, choices, help)
-FLAGS = {
-    "--model": ("model", str, ("mlp", "cnn"), "network: the dense mlp or the cnn"),
-    "--filters": ("filters", int, None, "CNN convolution channels"),
-    "--hidden": ("hidden", int, None, "width of the dense hidden layer(s)"),
-    "--depth": ("depth", int, None, "MLP hidden layers"),
-    "--dropout": ("dropout", float, None, "dropout rate before the output layer"),
-    "--dtype": ("dtype", str, cfg.DTYPES, "compute dtype (parameters stay float32)"),
-}
-
+from mnist_jax.cli.train import MODEL_FLAGS, add_config_flags, config_from_args
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("summary", help="print a model's layers, output shapes, parameters and FLOPs",
                                  description="Trace a model on one image and print its layers with output shapes, "
                                              "parameter counts and FLOPs per image, like Keras' model.summary().")
-    for flag, (field, kind, choices, help) in FLAGS.items():
-        add_flag(parser, flag, help, type=kind, choices=choices, default=getattr(DEFAULTS, field))
+    add_config_flags(parser, MODEL_FLAGS)
     add_flag(parser, "--diagram", "also draw the layers as boxes into this image file (.png, .svg, .pdf, ...)",
              default=None, metavar="FILE")
     add_flag(parser, "--json", "print the summary as one JSON object", action="store_true")
@@ -35,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.models import create_model, model_hparams
     from mnist_jax.summary import format_summary, summarize, summary_totals, xla_flops
 
-    config = cfg.TrainConfig(**{field: getattr(args, flag[2:]) for flag, (field, *_) in FLAGS.items()})
+    config = config_from_args(args, MODEL_FLAGS)
     hparams = model_hparams(config.model, config.to_dict())
     model = create_model(config.model, **hparams)
     rows = summarize(model)

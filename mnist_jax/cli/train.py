@@ -4,12 +4,21 @@ import argparse
 
 from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
+from mnist_jax.models import MODELS
 
 DEFAULTS = cfg.TrainConfig()
 
 # flag -> (TrainConfig field, type, choices, help)
+MODEL_FLAGS = {
+    "--model": ("model", str, tuple(MODELS), "network: the dense mlp or the cnn"),
+    "--filters": ("filters", int, None, "CNN convolution channels"),
+    "--hidden": ("hidden", int, None, "width of the dense hidden layer(s)"),
+    "--depth": ("depth", int, None, "MLP hidden layers"),
+    "--dropout": ("dropout", float, None, "dropout rate before the output layer"),
+    "--dtype": ("dtype", str, cfg.DTYPES, "compute dtype (parameters stay float32)"),
+}
 FLAGS = {
-    "--model": ("model", str, ("mlp", "cnn"), "network: the dense mlp or the cnn"),
+    **MODEL_FLAGS,
     "--epochs": ("epochs", int, None, "passes over the training split"),
     "--batch-size": ("batch_size", int, None, "training batch size"),
     "--lr": ("learning_rate", float, None, "peak learning rate"),
@@ -23,11 +32,6 @@ FLAGS = {
     "--source": ("source", str, cfg.SOURCES, "idx: MNIST IDX files (folder or download); tfds: tfds.data_source"),
     "--data-dir": ("data_dir", str, None, "folder with the MNIST IDX files, or the TFDS data_dir "
                                           "(default: $MNIST_JAX_DATA_DIR, else download once into the cache)"),
-    "--filters": ("filters", int, None, "CNN convolution channels"),
-    "--hidden": ("hidden", int, None, "width of the dense hidden layer(s)"),
-    "--depth": ("depth", int, None, "MLP hidden layers"),
-    "--dropout": ("dropout", float, None, "dropout rate before the output layer"),
-    "--dtype": ("dtype", str, cfg.DTYPES, "compute dtype (parameters stay float32)"),
     "--eval-batch-size": ("eval_batch_size", int, None, "evaluation batch size"),
     "--steps-per-call": ("steps_per_call", int, None, "training steps per jitted call; 0 = a whole epoch per call"),
     "--loop": ("loop", str, cfg.LOOPS, "scan: many steps per jitted call; step: one call per step"),
@@ -38,8 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train a model on MNIST and evaluate it on the test set",
                                  description="Train a model, validate every epoch, checkpoint every epoch, and "
                                              "evaluate once on the full test set.")
-    for flag, (field, kind, choices, help) in FLAGS.items():
-        add_flag(parser, flag, help, type=kind, choices=choices, default=getattr(DEFAULTS, field))
+    add_config_flags(parser, FLAGS)
     add_flag(parser, "--run-dir", "where to write the run (default: a new folder under runs/)", default=None)
     add_flag(parser, "--resume", "continue the run in this directory from its newest good checkpoint "
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
@@ -47,9 +50,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def config_from_args(args: argparse.Namespace) -> cfg.TrainConfig:
-    """The TrainConfig the flags describe."""
-    return cfg.TrainConfig(**{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, *_) in FLAGS.items()})
+def add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    """Add flags that set TrainConfig fields, with the config's defaults."""
+    for flag, (field, kind, choices, help) in flags.items():
+        add_flag(parser, flag, help, type=kind, choices=choices, default=getattr(DEFAULTS, field))
+
+
+def config_from_args(args: argparse.Namespace, flags: dict = FLAGS) -> cfg.TrainConfig:
+    """The TrainConfig the flags describe (fields without a flag keep their defaults)."""
+    return cfg.TrainConfig(**{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, *_) in flags.items()})
 
 
 def run(args: argparse.Namespace) -> int:
