@@ -31,7 +31,8 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preservation, best_fn=_score, best_mode="max",
-            enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only)
+            enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only,
+            save_interval_steps=0 if read_only else 1)  # what Orbax would force, minus its warning
         try:
             self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                                  item_names=ITEMS)
@@ -63,6 +64,8 @@ class Checkpointer:
             return self.best_step()
         if which == "latest":
             return self.latest_step()
+        if not str(which).isdigit():
+            raise CheckpointError(f"Checkpoint choice {which!r} is not best, latest or an epoch number.")
         if int(which) not in steps:
             raise CheckpointError(f"{self.directory} has no checkpoint for epoch {which}; it has {steps}.")
         return int(which)
@@ -145,11 +148,15 @@ def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[
     from mnist_jax.models import abstract_params, create_model
 
     checkpointer = Checkpointer(checkpoint_dir(path), read_only=True)
-    epoch = checkpointer.resolve(which)
-    meta = checkpointer.restore_meta(epoch)
     try:
-        model = create_model(meta["model"], **meta["hparams"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"Checkpoint {checkpointer.directory / str(epoch)} has unusable metadata ({error}).")
-    params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+        epoch = checkpointer.resolve(which)
+        meta = checkpointer.restore_meta(epoch)
+        try:
+            model = create_model(meta["model"], **meta["hparams"])
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"Checkpoint {checkpointer.directory / str(epoch)} has unusable metadata "
+                                  f"({error}).") from None
+        params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+    finally:
+        checkpointer.close()
     return epoch, params, meta

@@ -55,7 +55,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, which: str | int = "best", buckets: Sequence[int] = BUCKETS) -> "Predictor":
         """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory."""
-        epoch, params, meta = restore_for_inference(path, _checked_which(which))
+        epoch, params, meta = restore_for_inference(path, which)
         model = create_model(meta["model"], **meta["hparams"])
         log.info("Restored the %s model of epoch %d from %s.", meta["model"], epoch, path)
         return cls(model, params, meta=meta, epoch=epoch, buckets=buckets)
@@ -185,13 +185,3 @@ def _checked_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     if not sizes or sizes[0] < 1:
         raise ValueError(f"Batch buckets must be positive integers, got {buckets}.")
     return sizes
-
-
-def _checked_which(which: str | int) -> str | int:
-    """Accept "best", "latest" or an epoch number (also as a string, as the CLI gives it)."""
-    if which in ("best", "latest"):
-        return which
-    try:
-        return int(which)
-    except (TypeError, ValueError):
-        raise CheckpointError(f"Checkpoint choice must be best, latest or an epoch number; got {which!r}.") from None

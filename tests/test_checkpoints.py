@@ -95,3 +95,12 @@ def test_resume_without_checkpoints(tmp_path, digits):
     run_dir.write_json("config.json", CONFIG.to_dict())
     with pytest.raises(UserError, match="has no checkpoint to resume from"):
         train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)
+
+
+def test_unknown_checkpoint_choice_is_a_clear_error(tmp_path):
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    checkpointer.save(1, {"w": jnp.zeros(2)}, {"step": jnp.array(1)}, {}, 0.5)
+    checkpointer.wait()
+    with pytest.raises(CheckpointError, match="'foo' is not best, latest or an epoch number"):
+        checkpointer.resolve("foo")
+    checkpointer.close()
