@@ -1,0 +1,114 @@
+"""Measure training and inference speed: compile time apart, warm-up untimed, every timing blocked on the device."""
+
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax.compilation import count_compilations
+from mnist_jax.config import TrainConfig
+from mnist_jax.environment import describe_environment
+from mnist_jax.models import create_model, model_hparams
+from mnist_jax.summary import summarize, summary_totals
+from mnist_jax.train import epoch_batches, predict_logits, train_one_step, train_steps
+from mnist_jax.trainer import initial_state
+
+BACKWARD_FLOPS_FACTOR = 3  # a training step costs about forward + 2x forward for the gradients
+DATASET_SIZE = 48_000  # MNIST's training split after the 20% validation hold-out
+RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+
+
+def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batch_size: int = 1000,
+              eval_images: int = 10_000) -> dict[str, Any]:
+    """Training and inference images/s, compile seconds, GFLOP/s, compilations and peak memory for one config."""
+    images, labels = _synthetic_data(config.seed)
+    flops_per_image = _flops_per_image(config)
+    train = _time_training(config, images, labels, steps, repeats)
+    inference = _time_inference(config, images[:eval_images], eval_batch_size, repeats)
+    return {
+        "model": config.model, "batch_size": config.batch_size, "dtype": config.dtype, "loop": config.loop,
+        "steps": steps, "repeats": repeats,
+        "train_images_per_second": train["images_per_second"],
+        "eval_images_per_second": inference["images_per_second"],
+        "compile_seconds": round(train["compile_seconds"] + inference["compile_seconds"], 3),
+        "train_compile_seconds": round(train["compile_seconds"], 3),
+        "eval_compile_seconds": round(inference["compile_seconds"], 3),
+        "train_gflops_per_second": round(BACKWARD_FLOPS_FACTOR * flops_per_image * train["images_per_second"] / 1e9, 2),
+        "eval_gflops_per_second": round(flops_per_image * inference["images_per_second"] / 1e9, 2),
+        "flops_per_image": flops_per_image,
+        "compilations_after_warmup": train["compilations_after_warmup"] + inference["compilations_after_warmup"],
+        "peak_memory_bytes": peak_memory_bytes(),
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "processor": describe_environment()["processor"],
+    }
+
+
+def _synthetic_data(seed: int) -> tuple[jax.Array, jax.Array]:
+    """MNIST-sized uint8 images and labels on the device (speed does not depend on pixel values)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (DATASET_SIZE, 28, 28), np.uint8)
+    labels = rng.integers(0, 10, DATASET_SIZE).astype(np.int32)
+    return jax.device_put(images), jax.device_put(labels)
+
+
+def _flops_per_image(config: TrainConfig) -> int:
+    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    return summary_totals(summarize(model))["flops_per_image"]
+
+
+def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int) -> dict[str, float]:
+    """Median images/s over `repeats` timed calls of `steps` steps each, after one untimed warm-up call."""
+    state = initial_state(config, steps_per_epoch=steps)
+    batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
+    rng = jax.random.key(config.seed)
+
+    def run(state):
+        if config.loop == "step":
+            for indices in batches:
+                state, metrics = train_one_step(state, images, labels, indices, rng)
+        else:
+            state, metrics = train_steps(state, images, labels, batches, rng)
+        jax.block_until_ready((state, metrics))
+        return state
+
+    with count_compilations() as warmup:
+        state = run(state)
+    seconds = []
+    with count_compilations() as timed:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            state = run(state)
+            seconds.append(time.perf_counter() - started)
+    images_per_second = steps * config.batch_size / statistics.median(seconds)
+    return {"images_per_second": round(images_per_second, 1), "compile_seconds": warmup.seconds,
+            "compilations_after_warmup": timed.count}
+
+
+def _time_inference(config: TrainConfig, images, batch_size: int, repeats: int) -> dict[str, float]:
+    """Median images/s of jitted batched inference over `images`, after an untimed warm-up."""
+    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    with count_compilations() as warmup:
+        predict_logits(model.apply, params, images, batch_size).block_until_ready()
+    seconds = []
+    with count_compilations() as timed:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            predict_logits(model.apply, params, images, batch_size).block_until_ready()
+            seconds.append(time.perf_counter() - started)
+    return {"images_per_second": round(len(images) / statistics.median(seconds), 1),
+            "compile_seconds": warmup.seconds, "compilations_after_warmup": timed.count}
+
+
+def peak_memory_bytes() -> int:
+    """Peak device memory where the backend reports it (GPU), else the process's peak resident memory."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RSS_UNIT

@@ -1,0 +1,47 @@
+"""`mnist-jax benchmark`: training and inference speed of one model configuration."""
+
+import argparse
+import json
+
+from mnist_jax.cli import add_flag
+from mnist_jax.cli.train import MODEL_FLAGS, add_config_flags, config_from_args
+
+BENCHMARK_FLAGS = {
+    **MODEL_FLAGS,
+    "--batch-size": ("batch_size", int, None, "training batch size"),
+    "--loop": ("loop", str, ("scan", "step"), "scan: all timed steps in one jitted call; step: one call per step"),
+    "--seed": ("seed", int, None, "seed for parameters and synthetic data"),
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("benchmark", help="measure training and inference images/s, compile time, memory",
+                                 description="Time the jitted training step and batched inference on MNIST-sized "
+                                             "data already on the device: warm-up untimed, compile time reported "
+                                             "apart, every timing blocked on the device, median of repeats.")
+    add_config_flags(parser, BENCHMARK_FLAGS)
+    add_flag(parser, "--steps", "training steps per timed call", type=int, default=200)
+    add_flag(parser, "--repeats", "timed calls; the median is reported", type=int, default=5)
+    add_flag(parser, "--json", "print one JSON object", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnist_jax.benchmark import benchmark
+    from mnist_jax.errors import UserError
+
+    if args.steps < 1 or args.repeats < 1:
+        raise UserError("--steps and --repeats must be positive integers.")
+    result = benchmark(config_from_args(args, BENCHMARK_FLAGS), steps=args.steps, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} batch {result['batch_size']} {result['dtype']} ({result['loop']} loop) "
+          f"on {result['device']} ({result['processor']})")
+    print(f"  training:  {result['train_images_per_second']:>10,.0f} images/s  "
+          f"{result['train_gflops_per_second']:>7.2f} GFLOP/s  compile {result['train_compile_seconds']:.2f} s")
+    print(f"  inference: {result['eval_images_per_second']:>10,.0f} images/s  "
+          f"{result['eval_gflops_per_second']:>7.2f} GFLOP/s  compile {result['eval_compile_seconds']:.2f} s")
+    print(f"  compilations after warm-up: {result['compilations_after_warmup']}  "
+          f"peak memory: {result['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    return 0
