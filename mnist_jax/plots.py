@@ -1,0 +1,188 @@
+"""Figures of a run: training curves, sample digits, confusion matrices, prediction galleries; PNG files."""
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import classification_report, confusion_matrix
+
+from mnist_jax.errors import InputError, UserError
+
+DPI = 100  # pixels per inch of the saved PNGs
+COLUMNS = 5  # images per row in every gallery
+TILE_WIDTH_INCHES = 1.5  # one gallery image
+TILE_HEIGHT_INCHES = 1.75  # one gallery image with its two-line caption
+DEFAULT_SAMPLES = 20  # 4 rows of 5, as in the article's sample grid
+DEFAULT_PREDICTIONS = 10
+DEFAULT_MISTAKES = 20
+IMAGE_CMAP = "gray_r"  # dark digits on white, readable on a white page
+MATRIX_CMAP = "Blues"
+DARK_CELL_LUMINANCE = 0.5  # cells darker than this get white text
+MISTAKE_COLOUR = "tab:red"
+CORRECT_COLOUR = "black"
+EPOCH_MARGIN = 0.5  # x-axis room beside the first and last epoch
+TRAIN_STYLE = {"color": "tab:blue", "marker": "o", "label": "training"}
+VAL_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--", "label": "validation"}
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write a figure as a PNG file; a missing folder or unwritable path is a UserError."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    try:
+        fig.savefig(path, format="png", dpi="figure")  # keep each figure's own resolution
+    except OSError as error:
+        raise UserError(f"Cannot write {path}: {error.strerror or error}.") from None
+    return path
+
+
+def plot_history(history: Sequence[dict[str, Any]]) -> Figure:
+    """Loss and accuracy per epoch, training against validation where the history has it."""
+    fig = _new_figure((10, 4))
+    loss_ax, accuracy_ax = fig.subplots(1, 2)
+    for ax, metric in ((loss_ax, "loss"), (accuracy_ax, "accuracy")):
+        _plot_metric(ax, history, metric)
+    if not history:
+        fig.suptitle("No finished epochs recorded yet")
+    return fig
+
+
+def _plot_metric(ax, history: Sequence[dict[str, Any]], metric: str) -> None:
+    """One panel: the training and (when recorded) validation curve of a metric."""
+    for prefix, style in (("train", TRAIN_STYLE), ("val", VAL_STYLE)):
+        points = [(r["epoch"], r[f"{prefix}_{metric}"]) for r in history if r.get(f"{prefix}_{metric}") is not None]
+        if points:
+            ax.plot(*zip(*points), **style)
+    ax.set(title=metric.capitalize(), xlabel="Epoch", ylabel=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers
+    epochs = [r["epoch"] for r in history]
+    if epochs:
+        ax.set_xlim(min(epochs) - EPOCH_MARGIN, max(epochs) + EPOCH_MARGIN)  # a 1-epoch run gets a real axis
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend()
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, count: int = DEFAULT_SAMPLES,
+                 class_names: Sequence[str] | None = None, seed: int | None = 0) -> Figure:
+    """A grid of `count` images (seeded random choice; the first ones when seed is None) with their labels."""
+    chosen = pick_indices(len(labels), count, seed)
+    titles = [f"label: {_name(labels[i], class_names)}" for i in chosen]
+    return _gallery(images[chosen], titles, [CORRECT_COLOUR] * len(chosen))
+
+
+def pick_indices(total: int, count: int, seed: int | None) -> np.ndarray:
+    """`count` distinct indices below `total`: a seeded random choice, or the first `count` when seed is None."""
+    if not 1 <= count <= total:
+        raise InputError(f"Cannot show {count} images: choose a count from 1 to {total}.")
+    if seed is None:
+        return np.arange(count)
+    return np.random.default_rng(seed).choice(total, size=count, replace=False)
+
+
+def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str],
+                          normalize: bool = False) -> Figure:
+    """A heatmap of true against predicted classes, each cell labelled (row fractions when normalize)."""
+    counts_KxK = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    cells_KxK = row_normalize(counts_KxK) if normalize else counts_KxK
+    fig = _new_figure((7, 6))
+    ax = fig.subplots()
+    image = ax.imshow(cells_KxK, cmap=MATRIX_CMAP, vmin=0, vmax=1 if normalize else max(cells_KxK.max(), 1))
+    fig.colorbar(image, ax=ax, label="fraction of the true class" if normalize else "images")
+    _label_cells(ax, image, cells_KxK, "{:.2f}" if normalize else "{:d}")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=class_names)
+    ax.set_yticks(ticks, labels=class_names)
+    ax.set(xlabel="Predicted label", ylabel="True label",
+           title="Confusion matrix, normalised by true label" if normalize else "Confusion matrix")
+    return fig
+
+
+def row_normalize(counts_KxK: np.ndarray) -> np.ndarray:
+    """Each row divided by its total; a class with no images keeps a row of zeros."""
+    totals_Kx1 = counts_KxK.sum(axis=1, keepdims=True)
+    return np.divide(counts_KxK, totals_Kx1, out=np.zeros(counts_KxK.shape), where=totals_Kx1 > 0)
+
+
+def _label_cells(ax, image, cells_KxK: np.ndarray, template: str) -> None:
+    """Write every cell's value in a colour that stays readable on its background."""
+    for (row, column), value in np.ndenumerate(cells_KxK):
+        red, green, blue, _ = image.cmap(image.norm(value))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < DARK_CELL_LUMINANCE  # perceived brightness
+        ax.text(column, row, template.format(value.item()), ha="center", va="center", fontsize=9,
+                color="white" if dark else "black")
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
+                           class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support with macro and weighted averages (scikit-learn's report)."""
+    classes = None if class_names is None else np.arange(len(class_names))
+    return classification_report(labels, predictions, labels=classes, target_names=class_names,
+                                 output_dict=True, zero_division=0)
+
+
+def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+                     count: int = DEFAULT_PREDICTIONS, class_names: Sequence[str] | None = None,
+                     seed: int | None = 0) -> Figure:
+    """Predicted and true label with confidence for `count` random images; mistakes in red."""
+    chosen = pick_indices(len(labels), count, seed)
+    return _prediction_gallery(images, labels, predictions, probabilities, chosen, class_names)
+
+
+def plot_mistakes(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+                  count: int = DEFAULT_MISTAKES, class_names: Sequence[str] | None = None) -> Figure:
+    """The `count` most confident wrong predictions, most confident first."""
+    chosen = most_confident_mistakes(labels, predictions, probabilities, count)
+    if len(chosen) == 0:
+        fig = _new_figure((6, 1.5))
+        fig.text(0.5, 0.5, f"No mistakes on {len(labels)} images.", ha="center", va="center", fontsize=14)
+        return fig
+    return _prediction_gallery(images, labels, predictions, probabilities, chosen, class_names)
+
+
+def most_confident_mistakes(labels: np.ndarray, predictions: np.ndarray, probabilities_NxK: np.ndarray,
+                            count: int) -> np.ndarray:
+    """Indices of up to `count` wrong predictions, sorted by the probability given to the wrong class."""
+    wrong = np.flatnonzero(predictions != labels)
+    confidence = probabilities_NxK[wrong, predictions[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:count]
+
+
+def _prediction_gallery(images, labels, predictions, probabilities_NxK, chosen, class_names) -> Figure:
+    """Images captioned "pred X (p%) / true Y", red where the prediction is wrong."""
+    titles = [f"pred {_name(predictions[i], class_names)} ({probabilities_NxK[i, predictions[i]]:.0%})\n"
+              f"true {_name(labels[i], class_names)}" for i in chosen]
+    colours = [MISTAKE_COLOUR if predictions[i] != labels[i] else CORRECT_COLOUR for i in chosen]
+    return _gallery(images[chosen], titles, colours)
+
+
+def _gallery(images_NxHxW: np.ndarray, titles: Sequence[str], colours: Sequence[str]) -> Figure:
+    """Images in rows of COLUMNS, each with a caption; red captions also get a red frame."""
+    columns = min(COLUMNS, len(titles))
+    rows = math.ceil(len(titles) / columns)
+    fig = _new_figure((columns * TILE_WIDTH_INCHES, rows * TILE_HEIGHT_INCHES))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, image, title, colour in zip(axes, images_NxHxW, titles, colours):
+        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
+        ax.set_title(title, color=colour, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set(color=colour, linewidth=2 if colour == MISTAKE_COLOUR else 0.5)
+    for ax in axes[len(titles):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _new_figure(size_inches: tuple[float, float]) -> Figure:
+    """A figure detached from pyplot (no display, no global state) that lays itself out."""
+    return Figure(figsize=size_inches, dpi=DPI, layout="constrained")
+
+
+def _name(label: Any, class_names: Sequence[str] | None) -> str:
+    return str(int(label)) if class_names is None else class_names[int(label)]
