@@ -1,0 +1,280 @@
+"""The per-run report: a checkpoint's test-set predictions, every figure as PNG, and one self-contained HTML page."""
+
+import base64
+import dataclasses
+import html
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from matplotlib.figure import Figure
+
+from mnist_jax import plots
+from mnist_jax.checkpoints import restore_for_inference
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import Split, load_train_test
+from mnist_jax.errors import UserError
+from mnist_jax.models import NUM_CLASSES, create_model
+from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
+from mnist_jax.train import predict_logits
+
+log = logging.getLogger(__name__)
+
+FIGURES_DIR = "figures"  # inside the run directory
+CLASSIFICATION_REPORT = "classification_report.json"
+REPORT_HTML = "report.html"
+FIGURE_CAPTIONS = {  # PNG file stem -> caption, in page order
+    "curves": "Loss and accuracy per epoch",
+    "samples": "Training images with their labels",
+    "confusion_matrix": "Confusion matrix on the test set (counts)",
+    "confusion_matrix_normalized": "Confusion matrix on the test set (fraction of each true class)",
+    "predictions": "Predictions on random test images (mistakes in red)",
+    "mistakes": "The most confident mistakes on the test set",
+    "model": "Model diagram",
+}
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+DECIMALS = 4  # digits after the point in tables
+TINY = 1e-3  # smaller magnitudes (learning rates, weight decay) in scientific notation
+MISSING = "\u2014"  # an em dash in empty table cells
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """A checkpoint's predictions on every test image."""
+
+    images: np.ndarray  # uint8 (N, 28, 28)
+    labels: np.ndarray  # int (N,)
+    predictions: np.ndarray  # int (N,)
+    probabilities: np.ndarray  # float (N, K), softmax of the logits
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFigures:
+    """What write_figures produced, and what the HTML page shows beside the run's own files."""
+
+    run_dir: RunDir
+    which: str | int
+    epoch: int
+    figures: dict[str, Path]  # file stem -> PNG path, in page order
+    classification: dict[str, Any]
+    summary: str | None  # the model summary table as text, when mnist_jax.summary is available
+
+
+def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> Path:
+    """Write every figure, classification_report.json and a self-contained report.html; return the HTML path."""
+    contents = write_figures(run_dir_path, which, data_dir)
+    path = contents.run_dir.path / REPORT_HTML
+    path.write_text(render_html(contents), encoding="utf-8")
+    log.info("Wrote %s.", path)
+    return path
+
+
+def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
+    """Evaluate a run's checkpoint on the test set and write RUN_DIR/figures/*.png and classification_report.json."""
+    run_dir = RunDir.open(run_dir_path)
+    config = TrainConfig.load(run_dir.path / CONFIG)
+    epoch, params, meta = restore_for_inference(run_dir.path, which)
+    model = create_model(meta["model"], **meta["hparams"])
+    class_names = tuple(meta.get("class_names") or (str(k) for k in range(NUM_CLASSES)))
+    train, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
+    predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
+    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
+    diagram = _model_diagram(model)
+    if diagram is not None:
+        figures["model"] = diagram
+    folder = run_dir.path / FIGURES_DIR
+    folder.mkdir(exist_ok=True)
+    paths = {name: plots.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()}
+    classification = plots.classification_metrics(predicted.labels, predicted.predictions, class_names)
+    run_dir.write_json(CLASSIFICATION_REPORT, classification)
+    log.info("Wrote %d figures into %s.", len(paths), folder)
+    return RunFigures(run_dir, which, epoch, paths, classification, _model_summary(model))
+
+
+def predict_test_set(apply_fn: Any, params: Any, test: Split, batch_size: int) -> Predictions:
+    """Class probabilities and predicted classes for every test image."""
+    logits_NxK = predict_logits(apply_fn, params, jax.device_put(test.images), batch_size)
+    probabilities_NxK = np.asarray(jax.nn.softmax(logits_NxK, axis=-1))
+    return Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
+
+
+def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions,
+                 class_names: Sequence[str], seed: int) -> dict[str, Figure]:
+    """Every figure of the report except the model diagram, keyed by file stem."""
+    p = predicted
+    return {
+        "curves": plots.plot_history(history),
+        "samples": plots.plot_samples(train.images, train.labels, min(plots.DEFAULT_SAMPLES, len(train)),
+                                      class_names, seed),
+        "confusion_matrix": plots.plot_confusion_matrix(p.labels, p.predictions, class_names),
+        "confusion_matrix_normalized": plots.plot_confusion_matrix(p.labels, p.predictions, class_names,
+                                                                   normalize=True),
+        "predictions": plots.plot_predictions(p.images, p.labels, p.predictions, p.probabilities,
+                                              min(plots.DEFAULT_PREDICTIONS, len(p.labels)), class_names, seed),
+        "mistakes": plots.plot_mistakes(p.images, p.labels, p.predictions, p.probabilities,
+                                        class_names=class_names),
+    }
+
+
+def _model_summary(model: nn.Module) -> str | None:
+    """The summary table from mnist_jax.summary, or None (with a warning) while that module is missing."""
+    try:
+        from mnist_jax.summary import format_summary, summarize
+    except ImportError as error:
+        log.warning("Leaving the model summary out of the report: %s.", error)
+        return None
+    return format_summary(summarize(model))
+
+
+def _model_diagram(model: nn.Module) -> Figure | None:
+    """The diagram from mnist_jax.diagram, or None (with a warning) while that module is missing."""
+    try:
+        from mnist_jax.diagram import draw_model
+    except ImportError as error:
+        log.warning("Leaving the model diagram out of the report: %s.", error)
+        return None
+    return draw_model(model)
+
+
+# The HTML page: every value escaped, CSS inline, PNGs as data URIs, no scripts and no links.
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
+       max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.subtitle { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
+th { background: #f3f5f8; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+.columns { display: flex; flex-wrap: wrap; gap: 0 3em; align-items: flex-start; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.92em; margin-top: 0.3em; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def render_html(contents: RunFigures) -> str:
+    """The whole report page as one self-contained HTML document."""
+    run_dir = contents.run_dir
+    name = html.escape(run_dir.path.resolve().name)
+    sections = [
+        '<div class="columns">'
+        + _section("Final test metrics", _key_value_table(_read_optional_json(run_dir, METRICS)))
+        + _section("Configuration", _key_value_table(_read_optional_json(run_dir, CONFIG))) + "</div>",
+        _section("Training history", _history_table(run_dir.read_history())),
+        _section("Figures", "".join(_figure(path, FIGURE_CAPTIONS.get(stem, stem))
+                                    for stem, path in contents.figures.items() if stem != "model")),
+        _section("Per-class metrics on the test set", _classification_table(contents.classification)),
+        _model_section(contents),
+        _section("Environment", _key_value_table(_flatten(_read_optional_json(run_dir, ENVIRONMENT)))),
+    ]
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>mnist-jax report: {name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>mnist-jax run report: {name}</h1>\n"
+            f'<p class="subtitle">Run directory {html.escape(str(run_dir.path.resolve()))}; test-set figures from '
+            f"the {html.escape(str(contents.which))} checkpoint (epoch {contents.epoch}).</p>\n"
+            + "\n".join(section for section in sections if section) + "\n</body>\n</html>\n")
+
+
+def _section(title: str, body: str) -> str:
+    anchor = title.split()[0].lower()  # for RUN_DIR/report.html#figures
+    return f'<section id="{html.escape(anchor)}">\n<h2>{html.escape(title)}</h2>\n{body}\n</section>'
+
+
+def _model_section(contents: RunFigures) -> str:
+    """The summary table and the diagram, whichever of them exist; nothing when neither does."""
+    parts = []
+    if contents.summary is not None:
+        parts.append(f"<pre>{html.escape(contents.summary)}</pre>")
+    if "model" in contents.figures:
+        parts.append(_figure(contents.figures["model"], FIGURE_CAPTIONS["model"]))
+    return _section("Model", "\n".join(parts)) if parts else ""
+
+
+def _figure(path: Path, caption: str) -> str:
+    """A PNG embedded as a base64 data URI, so the page needs no other file."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    caption = html.escape(caption)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>\n")
+
+
+def _key_value_table(values: dict[str, Any] | None) -> str:
+    if not values:
+        return "<p>Not recorded.</p>"
+    return _table(None, ([key, value] for key, value in sorted(values.items())))
+
+
+def _history_table(history: list[dict[str, Any]]) -> str:
+    if not history:
+        return "<p>No finished epochs recorded.</p>"
+    columns = [c for c in HISTORY_COLUMNS if any(c in record for record in history)]
+    columns += sorted({key for record in history for key in record} - set(columns))
+    return _table(columns, ([record.get(c) for c in columns] for record in history))
+
+
+def _classification_table(report: dict[str, Any]) -> str:
+    """scikit-learn's classification report: one row per class, then the averages, then the accuracy."""
+    columns = ["class", "precision", "recall", "f1-score", "support"]
+    rows = [[name, scores["precision"], scores["recall"], scores["f1-score"], int(scores["support"])]
+            for name, scores in report.items() if isinstance(scores, dict)]  # scikit-learn gives supports as floats
+    if "accuracy" in report:
+        rows.append(["accuracy", None, None, report["accuracy"], None])
+    return _table(columns, rows)
+
+
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
+    head = "" if header is None else "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>\n"
+    body = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>\n" for row in rows)
+    return f"<table>\n{head}{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    css = ' class="number"' if numeric else ""
+    return f"<td{css}>{html.escape(_format_value(value))}</td>"
+
+
+def _format_value(value: Any) -> str:
+    """Floats to four decimals (tiny ones in e-notation), lists joined, None as a dash."""
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return _format_float(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def _format_float(value: float) -> str:
+    if 0 < abs(value) < TINY:
+        return f"{value:.{DECIMALS}g}"
+    return f"{value:.{DECIMALS}f}"
+
+
+def _flatten(values: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (environment.json's packages) as dotted keys."""
+    flat = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_optional_json(run_dir: RunDir, name: str) -> dict[str, Any] | None:
+    """A JSON file of the run, or None with a warning when it is missing or damaged."""
+    try:
+        return run_dir.read_json(name)
+    except UserError as error:
+        log.warning("Leaving %s out of the report: %s", name, error)
+        return None
