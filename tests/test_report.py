@@ -1,0 +1,142 @@
+"""Tests for mnist_jax.report and `mnist-jax report`: figures, classification JSON, a self-contained HTML page."""
+
+import base64
+import importlib.util
+import json
+import logging
+import re
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report
+
+from mnist_jax import report
+from mnist_jax.checkpoints import restore_for_inference
+from mnist_jax.cli import main
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import load_train_test
+from mnist_jax.errors import CheckpointError, UserError
+from mnist_jax.models import create_model
+from mnist_jax.rundir import CONFIG, HISTORY, METRICS, RunDir
+from mnist_jax.train import predict_logits
+from mnist_jax.trainer import train_and_evaluate
+from tests.test_plots import assert_valid_png
+
+DATA_URI = '<img src="data:image/png;base64,'
+FIGURES = {"curves", "samples", "confusion_matrix", "confusion_matrix_normalized", "predictions", "mistakes"}
+CONFIG_VALUES = TrainConfig(dataset="digits", model="mlp", epochs=2, batch_size=32, hidden=48)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> RunDir:
+    """A tiny MLP trained for 2 epochs on digits, with its run directory."""
+    return train_and_evaluate(CONFIG_VALUES, RunDir.create(tmp_path_factory.mktemp("runs") / "run")).run_dir
+
+
+@pytest.fixture(scope="module")
+def page(run_dir) -> str:
+    return report.write_report(run_dir.path).read_text(encoding="utf-8")
+
+
+def embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_report_writes_every_figure_and_embeds_each(run_dir, page):
+    written = {path.stem for path in (run_dir.path / report.FIGURES_DIR).glob("*.png")}
+    assert FIGURES <= written
+    assert page.count(DATA_URI) == len(written)
+    pngs = embedded_pngs(page)
+    assert len(pngs) == len(written)
+    for data in pngs:
+        assert_valid_png(data)
+    assert sorted(pngs) == sorted(path.read_bytes() for path in (run_dir.path / report.FIGURES_DIR).glob("*.png"))
+
+
+def test_report_shows_test_accuracy_and_configuration(run_dir, page):
+    metrics = run_dir.read_json(METRICS)
+    assert f'<td>test_accuracy</td><td class="number">{metrics["test_accuracy"]:.4f}</td>' in page
+    for key, value in (("model", "mlp"), ("dataset", "digits")):
+        assert f"<td>{key}</td><td>{value}</td>" in page
+    for key, value in (("batch_size", 32), ("hidden", 48), ("epochs", 2)):
+        assert f'<td>{key}</td><td class="number">{value}</td>' in page
+
+
+def test_report_has_one_history_row_per_epoch(run_dir, page):
+    section = page.split('<section id="training">')[1].split("</section>")[0]
+    header = re.findall(r"<th>([^<]*)</th>", section)
+    assert header == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in section.split("</tr>")[1:-1]]
+    assert rows == [[f"{record[key]:.4f}" if key != "epoch" else str(record[key]) for key in header]
+                    for record in run_dir.read_history()]
+
+
+def test_report_is_self_contained(page):
+    lowered = page.lower()
+    for reference in ("http://", "https://", "<script", "<link", "@import", "url("):
+        assert reference not in lowered
+    assert re.findall(r'src="([^"]{0,22})', page) == ["data:image/png;base64,"] * page.count("src=")
+
+
+def test_classification_json_equals_scikit_learn_on_the_best_checkpoint(run_dir, page):
+    epoch, params, meta = restore_for_inference(run_dir.path, "best")
+    _, test = load_train_test("digits", "idx", None)
+    logits = predict_logits(create_model(meta["model"], **meta["hparams"]).apply, params,
+                            jax.device_put(test.images), CONFIG_VALUES.eval_batch_size)
+    expected = classification_report(test.labels, np.asarray(logits).argmax(-1), output_dict=True)
+    assert json.loads((run_dir.path / report.CLASSIFICATION_REPORT).read_text()) == expected
+    assert f"best checkpoint (epoch {epoch})" in page
+
+
+def test_report_leaves_out_modules_not_merged_yet(run_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="mnist_jax.report")
+    page = report.write_report(run_dir.path).read_text()
+    for module, heading in (("summary", "<pre>"), ("diagram", "Model diagram")):
+        merged = importlib.util.find_spec(f"mnist_jax.{module}") is not None
+        assert (heading in page) == merged
+        assert any(f"mnist_jax.{module}" in r.getMessage() for r in caplog.records) != merged
+
+
+def test_one_epoch_run_without_validation_and_odd_name(run_dir, tmp_path):
+    """A 1-epoch history without val_* keys; a directory name that needs HTML escaping."""
+    copy = tmp_path / "run <b>&"
+    shutil.copytree(run_dir.path, copy)
+    first = json.loads((copy / HISTORY).read_text().splitlines()[0])
+    (copy / HISTORY).write_text(json.dumps({k: v for k, v in first.items() if not k.startswith("val_")}) + "\n")
+    page = report.write_report(copy, which="latest").read_text()
+    assert "run &lt;b&gt;&amp;" in page and "<b>" not in page
+    assert "<th>val_accuracy</th>" not in page
+    assert_valid_png((copy / report.FIGURES_DIR / "curves.png").read_bytes())
+
+
+def test_missing_run_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not a run directory"):
+        report.write_report(tmp_path / "nowhere")
+
+
+def test_run_dir_without_checkpoints_is_a_checkpoint_error(run_dir, tmp_path):
+    (tmp_path / CONFIG).write_text((run_dir.path / CONFIG).read_text())
+    with pytest.raises(CheckpointError):
+        report.write_report(tmp_path)
+
+
+def test_cli_report_prints_the_html_path(run_dir, capsys):
+    html_path = run_dir.path / report.REPORT_HTML
+    html_path.unlink()
+    assert main(["report", str(run_dir.path), "--which", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(html_path)
+    assert "best" not in html_path.read_text().split("</h1>")[1][:300]  # the subtitle names checkpoint 1
+
+
+def test_cli_report_on_a_missing_run_dir_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.startswith("mnist-jax: error: ")
+
+
+def test_cli_rejects_a_nonsense_checkpoint_choice(run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(run_dir.path), "--which", "newest"])
+    assert exit_info.value.code == 2
+    assert "expected best, latest or an epoch number" in capsys.readouterr().err
