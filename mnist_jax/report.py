@@ -83,7 +83,7 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     train, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
     predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
     figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
-    diagram = _model_diagram(model)
+    summary, diagram = describe_model(model)
     if diagram is not None:
         figures["model"] = diagram
     folder = run_dir.path / FIGURES_DIR
@@ -92,7 +92,7 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     classification = plots.classification_metrics(predicted.labels, predicted.predictions, class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)
     log.info("Wrote %d figures into %s.", len(paths), folder)
-    return RunFigures(run_dir, which, epoch, paths, classification, _model_summary(model))
+    return RunFigures(run_dir, which, epoch, paths, classification, summary)
 
 
 def predict_test_set(apply_fn: Any, params: Any, test: Split, batch_size: int) -> Predictions:
@@ -120,24 +120,16 @@ def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predict
     }
 
 
-def _model_summary(model: nn.Module) -> str | None:
-    """The summary table from mnist_jax.summary, or None (with a warning) while that module is missing."""
-    try:
-        from mnist_jax.summary import format_summary, summarize
-    except ImportError as error:
-        log.warning("Leaving the model summary out of the report: %s.", error)
-        return None
-    return format_summary(summarize(model))
-
-
-def _model_diagram(model: nn.Module) -> Figure | None:
-    """The diagram from mnist_jax.diagram, or None (with a warning) while that module is missing."""
+def describe_model(model: nn.Module) -> tuple[str | None, Figure | None]:
+    """The model summary (text) and diagram; (None, None) with a warning where those modules are missing."""
     try:
         from mnist_jax.diagram import draw_model
+        from mnist_jax.summary import format_summary, summarize
     except ImportError as error:
-        log.warning("Leaving the model diagram out of the report: %s.", error)
-        return None
-    return draw_model(model)
+        log.warning("Leaving the model summary and diagram out of the report: %s.", error)
+        return None, None
+    rows = summarize(model)
+    return format_summary(rows), draw_model(model, rows)
 
 
 # The HTML page: every value escaped, CSS inline, PNGs as data URIs, no scripts and no links.
@@ -196,7 +188,7 @@ def _model_section(contents: RunFigures) -> str:
         parts.append(f"<pre>{html.escape(contents.summary)}</pre>")
     if "model" in contents.figures:
         parts.append(_figure(contents.figures["model"], FIGURE_CAPTIONS["model"]))
-    return _section("Model", "\n".join(parts)) if parts else ""
+    return _section("Model", '<div class="columns">' + "\n".join(parts) + "</div>") if parts else ""
 
 
 def _figure(path: Path, caption: str) -> str:

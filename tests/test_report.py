@@ -1,11 +1,11 @@
 """Tests for mnist_jax.report and `mnist-jax report`: figures, classification JSON, a self-contained HTML page."""
 
 import base64
-import importlib.util
+import html
 import json
-import logging
 import re
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -46,7 +46,7 @@ def embedded_pngs(page: str) -> list[bytes]:
 
 def test_report_writes_every_figure_and_embeds_each(run_dir, page):
     written = {path.stem for path in (run_dir.path / report.FIGURES_DIR).glob("*.png")}
-    assert FIGURES <= written
+    assert written == FIGURES | {"model"}
     assert page.count(DATA_URI) == len(written)
     pngs = embedded_pngs(page)
     assert len(pngs) == len(written)
@@ -90,13 +90,19 @@ def test_classification_json_equals_scikit_learn_on_the_best_checkpoint(run_dir,
     assert f"best checkpoint (epoch {epoch})" in page
 
 
-def test_report_leaves_out_modules_not_merged_yet(run_dir, caplog):
-    caplog.set_level(logging.WARNING, logger="mnist_jax.report")
-    page = report.write_report(run_dir.path).read_text()
-    for module, heading in (("summary", "<pre>"), ("diagram", "Model diagram")):
-        merged = importlib.util.find_spec(f"mnist_jax.{module}") is not None
-        assert (heading in page) == merged
-        assert any(f"mnist_jax.{module}" in r.getMessage() for r in caplog.records) != merged
+def test_report_shows_the_model_summary_and_diagram(run_dir, page):
+    summary, diagram = report.describe_model(create_model("mlp", hidden=CONFIG_VALUES.hidden))
+    assert f"<pre>{html.escape(summary)}</pre>" in page
+    assert (run_dir.path / report.FIGURES_DIR / "model.png").read_bytes() in embedded_pngs(page)
+
+
+def test_report_leaves_out_the_model_section_when_its_modules_are_missing(run_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "mnist_jax.summary", None)  # as before summary.py was merged
+    shutil.copytree(run_dir.path, tmp_path / "run")
+    page = report.write_report(tmp_path / "run").read_text()
+    assert '<section id="model">' not in page and "<pre>" not in page
+    assert page.count(DATA_URI) == len(FIGURES)
+    assert "Leaving the model summary and diagram out" in caplog.text
 
 
 def test_one_epoch_run_without_validation_and_odd_name(run_dir, tmp_path):
