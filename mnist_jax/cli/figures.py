@@ -7,6 +7,7 @@ from mnist_jax.cli import add_flag
 
 DEFAULTS = cfg.TrainConfig()
 DEFAULT_SAMPLES_FILE = "samples.png"
+DEFAULT_COUNT = 20  # plots.DEFAULT_SAMPLES, not imported so that --help needs no matplotlib
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -16,8 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(name, help=help, description=f"Evaluate a run's checkpoint on the test set and "
                                                                    f"{help.removeprefix('write ')}.")
         parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `mnist-jax train`")
-        add_flag(parser, "--which", "checkpoint to use: best, latest or an epoch number", default="best",
-                 type=checkpoint_choice)
+        add_flag(parser, "--which", "checkpoint to use: best, latest or an epoch number", default="best")
         add_flag(parser, "--data-dir", "folder with the MNIST IDX files (default: the run's, then $MNIST_JAX_DATA_DIR)",
                  default=None)
         parser.set_defaults(run=run)
@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _register_samples(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("samples", help="save a grid of random training images with their labels",
                                  description="Pick seeded random training images and save them, labelled, as a PNG.")
-    add_flag(parser, "--count", "number of images", type=int, default=20)
+    add_flag(parser, "--count", "number of images", type=int, default=DEFAULT_COUNT)
     add_flag(parser, "--out", "PNG file to write", default=DEFAULT_SAMPLES_FILE)
     add_flag(parser, "--dataset", "mnist or digits; with --source tfds any prepared 28x28x1 TFDS dataset",
              default=DEFAULTS.dataset)
@@ -34,16 +34,6 @@ def _register_samples(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--data-dir", "folder with the MNIST IDX files, or the TFDS data_dir", default=None)
     add_flag(parser, "--seed", "seed of the random choice", type=int, default=DEFAULTS.seed)
     parser.set_defaults(run=run_samples)
-
-
-def checkpoint_choice(text: str) -> str | int:
-    """Accept best, latest or a whole epoch number."""
-    if text in ("best", "latest"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected best, latest or an epoch number, got {text!r}") from None
 
 
 def run_samples(args: argparse.Namespace) -> int:
