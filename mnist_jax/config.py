@@ -34,10 +34,10 @@ class TrainConfig:
     dtype: str = "float32"  # compute dtype; bfloat16 keeps parameters in float32
     # Optimizer
     optimizer: str = "adam"  # adam, sgd (with momentum) or adamw
-    learning_rate: float = 1e-3  # peak learning rate
+    learning_rate: float = 3e-3  # peak learning rate
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    schedule: str = "constant"  # constant, cosine (decay to 0) or onecycle (warm up, then anneal)
+    schedule: str = "onecycle"  # onecycle (warm up, then anneal), cosine (decay to 0) or constant
     # Training
     loss: str = "sparse"  # sparse: integer labels; categorical: one-hot labels (the article's first version)
     epochs: int = 3  # passes over the training split

@@ -31,6 +31,7 @@ def test_train_writes_the_run_directory(trained_run):
     environment = json.loads((trained_run / "environment.json").read_text())
     assert environment["seed"] == 0 and environment["packages"]["jax"] and environment["devices"]
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert (trained_run / "report.html").is_file() and (trained_run / "figures" / "curves.png").is_file()
 
 
 def test_evaluate_reproduces_the_final_test_accuracy(trained_run, capsys):
@@ -43,9 +44,11 @@ def test_evaluate_reproduces_the_final_test_accuracy(trained_run, capsys):
 
 def test_default_run_dir_is_created_under_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--no-progress"]) == 0
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--no-progress",
+                 "--no-report"]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.endswith("-mlp") and (run / "metrics.json").is_file()
+    assert not (run / "report.html").exists()
     assert str(run.relative_to(tmp_path)) in capsys.readouterr().out
 
 

@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--resume", "continue the run in this directory from its newest good checkpoint "
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
     add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
+    add_flag(parser, "--no-report", "skip report.html and the figures at the end", action="store_true")
     parser.set_defaults(run=run)
 
 
@@ -77,4 +78,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f}  test loss: {metrics['test_loss']:.4f}  "
           f"({metrics['test_images']} images, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s training)")
+    if not args.no_report:
+        from mnist_jax.report import write_report
+
+        print(f"Report: {write_report(run_dir.path)}")
     return 0
