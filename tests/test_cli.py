@@ -86,3 +86,23 @@ def test_python_dash_m_and_help_explain_every_flag():
                  "--data-dir", "--source", "--dataset", "--run-dir", "--resume"]:
         assert flag in out
     assert "(default: 64)" in out and "(default: cnn)" in out
+
+
+def test_resume_extends_a_run_and_keeps_its_configuration(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--no-progress", "--no-report"]
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--epochs", "1",
+                 "--schedule", "constant", "--run-dir", str(run_dir), *common]) == 0
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2", *common]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["model"] == "mlp" and config["batch_size"] == 32
+    assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2]
+    # Without --epochs, a resumed run keeps its own epoch count: nothing is left to train.
+    assert main(["train", "--resume", str(run_dir), *common]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_data_error_leaves_no_empty_run_directory(tmp_path, capsys):
+    assert main(["train", "--data-dir", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

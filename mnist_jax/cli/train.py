@@ -1,12 +1,14 @@
 """`mnist-jax train`: train a model and leave a run directory."""
 
 import argparse
+import logging
 
 from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
 from mnist_jax.models import MODELS
 
 DEFAULTS = cfg.TrainConfig()
+log = logging.getLogger(__name__)
 
 # flag -> (TrainConfig field, type, choices, help)
 MODEL_FLAGS = {
@@ -47,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--resume", "continue the run in this directory from its newest good checkpoint "
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
     add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
+    parser.set_defaults(epochs=None)  # unset: the default, or with --resume the run's own epochs
     add_flag(parser, "--no-report", "skip report.html and the figures at the end", action="store_true")
     parser.set_defaults(run=run)
 
@@ -58,23 +61,23 @@ def add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def config_from_args(args: argparse.Namespace, flags: dict = FLAGS) -> cfg.TrainConfig:
-    """The TrainConfig the flags describe (fields without a flag keep their defaults)."""
-    return cfg.TrainConfig(**{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, *_) in flags.items()})
+    """The TrainConfig the flags describe (fields without a flag, or left unset, keep their defaults)."""
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, *_) in flags.items()}
+    return cfg.TrainConfig(**{field: value for field, value in values.items() if value is not None})
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_jax.rundir import CONFIG, RunDir
+    from mnist_jax.data import load_datasets
+    from mnist_jax.rundir import RunDir
     from mnist_jax.trainer import train_and_evaluate
 
-    if args.resume:
-        run_dir = RunDir.open(args.resume)
-        config = cfg.TrainConfig.load(run_dir.path / CONFIG).replace(epochs=args.epochs)
-        run_dir.write_json(CONFIG, config.to_dict())
-    else:
-        config = config_from_args(args)
-        run_dir = RunDir.create(args.run_dir, name=config.model)
+    config = _resumed_config(args) if args.resume else config_from_args(args)
+    # Load the data before creating anything, so a data error leaves no empty run directory behind.
+    datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
+    run_dir = RunDir.open(args.resume) if args.resume else RunDir.create(args.run_dir, name=config.model)
     print(f"Run directory: {run_dir.path}")
-    result = train_and_evaluate(config, run_dir, progress=not args.no_progress, resume=bool(args.resume))
+    result = train_and_evaluate(config, run_dir, datasets=datasets, progress=not args.no_progress,
+                                resume=bool(args.resume))
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f}  test loss: {metrics['test_loss']:.4f}  "
           f"({metrics['test_images']} images, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s training)")
@@ -83,3 +86,18 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"Report: {write_report(run_dir.path)}")
     return 0
+
+
+def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
+    """The run's own configuration; --epochs, when given, extends (or shortens) it."""
+    from mnist_jax.rundir import CONFIG, RunDir
+
+    run_dir = RunDir.open(args.resume)
+    config = cfg.TrainConfig.load(run_dir.path / CONFIG)
+    if args.epochs is not None and args.epochs != config.epochs:
+        if config.schedule != "constant":
+            log.warning("The %s schedule is stretched from %d to %d epochs, so the resumed run will not match an "
+                        "uninterrupted one.", config.schedule, config.epochs, args.epochs)
+        config = config.replace(epochs=args.epochs)
+        run_dir.write_json(CONFIG, config.to_dict())
+    return config
