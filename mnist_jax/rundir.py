@@ -29,6 +29,8 @@ class RunDir:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             path = _unused(Path(root) / f"{stamp}-{name}")
         path = Path(path)
+        if (path / CONFIG).exists():
+            raise UserError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir.")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -1,6 +1,7 @@
 """Orbax checkpoints: retention of newest and best, exact resume, and damaged-checkpoint fallback."""
 
 import logging
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -43,15 +44,27 @@ def test_keeps_the_two_newest_and_the_best(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, digits):
+    """A 2-epoch run that died after epoch 1, resumed, equals one that never stopped (one-cycle schedule too)."""
     straight = train_and_evaluate(CONFIG, RunDir.create(tmp_path / "straight"), datasets=digits)
     run_dir = RunDir.create(tmp_path / "resumed")
-    train_and_evaluate(CONFIG.replace(epochs=1), run_dir, datasets=digits)
+    train_and_evaluate(CONFIG, run_dir, datasets=digits)
+    shutil.rmtree(run_dir.checkpoints / "2")  # as if the process died during epoch 2
+    run_dir.truncate_history(1)
     resumed = train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)
     assert_trees_equal(straight.state.params, resumed.state.params)
     assert_trees_equal(straight.state.opt_state, resumed.state.opt_state)
     assert int(resumed.state.step) == int(straight.state.step)
     assert [r["epoch"] for r in run_dir.read_history()] == [1, 2]
     assert resumed.metrics["test_accuracy"] == pytest.approx(straight.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_extending_a_constant_schedule_run_equals_a_longer_run(tmp_path, digits):
+    config = CONFIG.replace(schedule="constant")
+    straight = train_and_evaluate(config, datasets=digits)
+    run_dir = RunDir.create(tmp_path / "run")
+    train_and_evaluate(config.replace(epochs=1), run_dir, datasets=digits)
+    resumed = train_and_evaluate(config, run_dir, datasets=digits, resume=True)
+    assert_trees_equal(straight.state.params, resumed.state.params)
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, digits, caplog):

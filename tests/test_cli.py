@@ -106,3 +106,10 @@ def test_resume_extends_a_run_and_keeps_its_configuration(tmp_path, capsys):
 def test_data_error_leaves_no_empty_run_directory(tmp_path, capsys):
     assert main(["train", "--data-dir", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_never_overwritten(trained_run, capsys):
+    before = (trained_run / "history.jsonl").read_text()
+    assert main([*TRAIN_DIGITS, "--run-dir", str(trained_run)]) == 2
+    assert "already holds a run; resume it with --resume" in capsys.readouterr().err
+    assert (trained_run / "history.jsonl").read_text() == before

@@ -61,7 +61,7 @@ def test_scan_loop_and_step_loop_train_identically(digits, model):
 
 
 def test_train_step_is_pure_and_reduces_the_loss(digits):
-    config = TrainConfig(dataset="digits", model="mlp", learning_rate=1e-2)
+    config = TrainConfig(dataset="digits", model="mlp", learning_rate=1e-2, schedule="constant")
     state = initial_state(config, steps_per_epoch=1)
     batch = {"image": jnp.asarray(digits.train.images[:64]), "label": jnp.asarray(digits.train.labels[:64])}
     step = jax.jit(train.train_step)

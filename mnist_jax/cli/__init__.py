@@ -39,14 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
-    """Our logs at INFO (DEBUG with -v), third-party chatter (Orbax's absl logs) at WARNING."""
+    """Our logs at INFO (DEBUG with -v), third-party chatter (Orbax's absl logs) at ERROR."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("mnist_jax").setLevel(level)
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
 
