@@ -31,7 +31,7 @@ _EXIT_MARK = "mnist_jax_summary_exit"
 # Operations between layers that readers know by another name: function or primitive name -> type shown.
 OPERATION_KINDS = {
     "relu": "ReLU", "relu6": "ReLU6", "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
-    "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool",
+    "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool", "max_pool_2x2": "MaxPool",
     "reduce_window_sum": "SumPool", "convert_element_type": "Cast",
 }
 
@@ -135,24 +135,26 @@ class _LayerRecorder:
 
     def __init__(self):
         self.layers: list[LayerInfo] = []
-        self._open_calls = 0
+        self._open_paths: list[tuple[str, ...]] = []  # modules whose __call__ is running, outermost first
         self._layer_flops = 0
         self._seen_paths: set[tuple[str, ...]] = set()
 
     def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         module = context.module
-        if module.path == () or context.method_name == "setup":
-            return next_fun(*args, **kwargs)  # the model itself: its body is what we are splitting into rows
-        outermost = self._open_calls == 0
+        if module.path == () or context.method_name != "__call__":
+            return next_fun(*args, **kwargs)  # the model itself, or a helper method: not a layer of its own
+        outermost = not self._open_paths
+        reentered = module.path in self._open_paths  # e.g. a subclass calling super().__call__
         if outermost:
             _mark(_ENTER_MARK)
             self._layer_flops = 0
-        self._open_calls += 1
+        self._open_paths.append(module.path)
         try:
             outputs = next_fun(*args, **kwargs)
         finally:
-            self._open_calls -= 1
-        self._layer_flops += _kernel_flops(module, outputs)
+            self._open_paths.pop()
+        if not reentered:
+            self._layer_flops += _kernel_flops(module, outputs)
         if outermost:
             _mark(_EXIT_MARK)
             first_call = module.path not in self._seen_paths  # a shared layer's parameters count once

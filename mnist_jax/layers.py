@@ -1,0 +1,82 @@
+"""Fast, exactly equivalent forms of the CNN's convolution and pooling for XLA:CPU.
+
+Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
+about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
+~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
+straightforward `nn.Conv` and `nn.max_pool`).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Conv(nn.Conv):
+    """`nn.Conv` whose VALID, stride-1 case runs as im2col (shifted slices) and one matrix product.
+
+    Same fields, parameter names, shapes and initialisation as `nn.Conv`, so checkpoints are interchangeable;
+    any other padding, stride or dilation falls back to `nn.Conv` itself.
+    """
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        if not _is_plain_valid(self):
+            return super().__call__(x_BxHxWxC)
+        kh, kw = self.kernel_size
+        cin = x_BxHxWxC.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
+        out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+        # Patch features in (row, col, channel) order, the order of kernel.reshape(-1, features).
+        patches = jnp.concatenate([x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)], -1)
+        y = patches @ kernel.reshape(kh * kw * cin, self.features)
+        return y + bias if bias is not None else y
+
+
+def _is_plain_valid(conv: nn.Conv) -> bool:
+    """A 2-D, VALID, stride-1, undilated, ungrouped convolution: the case im2col handles."""
+    ones = (None, 1, (1, 1))
+    return (conv.padding == "VALID" and conv.strides in ones and conv.kernel_dilation in ones
+            and conv.input_dilation in ones and conv.feature_group_count == 1 and len(conv.kernel_size) == 2)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, VALID (odd trailing rows/columns dropped), as a reshape and a max.
+
+    Its gradient goes to the first maximum of each window in row-major order, exactly as XLA's
+    select_and_scatter (the gradient of `nn.max_pool`) does, ties included.
+    """
+    return _windows(x_BxHxWxC).max(axis=(2, 4))
+
+
+def _windows(x_BxHxWxC: jax.Array) -> jax.Array:
+    """(B, H/2, 2, W/2, 2, C): each 2x2 window on axes 2 and 4."""
+    b, h, w, c = x_BxHxWxC.shape
+    return x_BxHxWxC[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+def _max_pool_forward(x):
+    pooled = max_pool_2x2(x)
+    return pooled, (x, pooled)
+
+
+def _max_pool_backward(residuals, grad_BxH2xW2xC):
+    x, pooled = residuals
+    windows = _windows(x)
+    taken = jnp.zeros(pooled.shape, bool)
+    rows = []
+    for row in (0, 1):
+        cols = []
+        for col in (0, 1):  # row-major order: the first maximum found takes the whole gradient
+            first = (windows[:, :, row, :, col] == pooled) & ~taken
+            taken |= first
+            cols.append(jnp.where(first, grad_BxH2xW2xC, 0))
+        rows.append(jnp.stack(cols, 3))  # (B, H/2, W/2, 2, C)
+    b, h2, w2, c = pooled.shape
+    grad_x = jnp.stack(rows, 2).reshape(b, h2 * 2, w2 * 2, c)  # (B, H/2, 2, W/2, 2, C) back to rows and columns
+    return (jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - h2 * 2), (0, x.shape[2] - w2 * 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)

@@ -1,0 +1,90 @@
+"""Train the article CNN in JAX (mnist_jax) and in PyTorch eager on the same machine, batch and data, in one run.
+
+PyTorch is not a dependency of mnist_jax. Install a CPU build into the same environment first, e.g.
+    pip install torch --index-url https://download.pytorch.org/whl/cpu
+then run
+    python scripts/compare_pytorch.py [--batch-size 64] [--steps 300] [--repeats 5] [--json]
+Both sides train on MNIST-sized uint8 data already in memory, normalised on the fly, with Adam (lr 1e-3),
+softmax cross-entropy and the same model (Conv 32 3x3 VALID, ReLU, MaxPool 2, Dense 128, ReLU, Dense 10);
+warm-up is untimed and the median of the repeats is reported.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from mnist_jax.benchmark import DATASET_SIZE, benchmark
+from mnist_jax.config import TrainConfig
+
+
+def torch_images_per_second(batch_size: int, steps: int, repeats: int, seed: int = 0) -> dict:
+    """Median training images/s of the article CNN in PyTorch eager on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(0, 256, (DATASET_SIZE, 1, 28, 28), np.uint8))
+    labels = torch.from_numpy(rng.integers(0, 10, DATASET_SIZE))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(13 * 13 * 32, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def run() -> None:
+        order = torch.randperm(DATASET_SIZE)
+        for step in range(steps):
+            indices = order[step * batch_size:(step + 1) * batch_size]
+            batch = images[indices].float() / 255
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(batch), labels[indices]).backward()
+            optimizer.step()
+
+    run()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch_train_images_per_second": round(steps * batch_size / statistics.median(seconds), 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("PyTorch is not installed: pip install torch --index-url https://download.pytorch.org/whl/cpu",
+              file=sys.stderr)
+        return 2
+    # The article's optimizer (constant Adam 1e-3), so both sides do the same work per step.
+    config = TrainConfig(model="cnn", batch_size=args.batch_size, schedule="constant", learning_rate=1e-3)
+    jax_result = benchmark(config, steps=args.steps, repeats=args.repeats)
+    torch_result = torch_images_per_second(args.batch_size, args.steps, args.repeats)
+    ratio = jax_result["train_images_per_second"] / torch_result["torch_train_images_per_second"]
+    result = {"jax_train_images_per_second": jax_result["train_images_per_second"], **torch_result,
+              "jax_over_torch": round(ratio, 2), "batch_size": args.batch_size, "steps": args.steps,
+              "processor": jax_result["processor"]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"article CNN, batch {args.batch_size}, {jax_result['processor']}:")
+        print(f"  JAX (mnist_jax):  {result['jax_train_images_per_second']:>9,.0f} images/s")
+        print(f"  PyTorch eager:    {result['torch_train_images_per_second']:>9,.0f} images/s "
+              f"(torch {result['torch_version']}, {result['torch_threads']} threads)")
+        print(f"  JAX / PyTorch:    {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

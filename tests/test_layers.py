@@ -1,0 +1,70 @@
+"""The fast CNN computes exactly what the straightforward nn.Conv / nn.max_pool model computes."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import models
+from mnist_jax.layers import Conv, max_pool_2x2
+
+
+class ReferenceCNN(nn.Module):
+    """The article's CNN written the obvious way, with Flax's own layers."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(128)(x))
+        return nn.Dense(10)(x)
+
+
+def reference_pool(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+@pytest.mark.parametrize("shape", [(3, 26, 26, 4), (2, 7, 9, 3)])
+def test_max_pool_values_and_gradients_equal_nn_max_pool_including_ties(shape):
+    x = jnp.round(jax.random.normal(jax.random.key(0), shape) * 2) / 2  # coarse values: many tied maxima
+    x = x.at[0].set(0.0)  # an all-zero image: every window is a four-way tie, as after a ReLU
+    np.testing.assert_array_equal(max_pool_2x2(x), reference_pool(x))
+    cotangent = jax.random.normal(jax.random.key(1), reference_pool(x).shape)
+    expected = jax.vjp(reference_pool, x)[1](cotangent)[0]
+    np.testing.assert_array_equal(jax.vjp(max_pool_2x2, x)[1](cotangent)[0], expected)
+
+
+def test_conv_has_nn_conv_parameters_and_outputs():
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 2))
+    ours, flax_conv = Conv(8, (3, 3), padding="VALID"), nn.Conv(8, (3, 3), padding="VALID")
+    params = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x), params)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), atol=1e-5)
+
+
+def test_conv_falls_back_to_nn_conv_for_other_paddings():
+    x = jnp.ones((1, 28, 28, 1))
+    assert Conv(4, (3, 3), padding="SAME").init_with_output(jax.random.key(0), x)[0].shape == (1, 28, 28, 4)
+    assert Conv(4, (3, 3), strides=2, padding="VALID").init_with_output(jax.random.key(0), x)[0].shape[1] == 13
+
+
+def test_cnn_equals_the_reference_model_in_logits_and_gradients():
+    images = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+    labels = jnp.arange(16) % 10
+    ours = models.create_model("cnn")
+    params = ours.init(jax.random.key(1), images)["params"]
+    params = jax.tree.map(lambda p: p + 0.01, params)  # non-zero biases, so ties are not all at zero
+    reference = ReferenceCNN()
+    assert jax.tree.structure(reference.init(jax.random.key(1), images)["params"]) == jax.tree.structure(params)
+
+    def loss(model, p):
+        logits = model.apply({"params": p}, images)
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), logits
+
+    (loss_ours, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
+    (loss_ref, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
+    np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
