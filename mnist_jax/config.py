@@ -36,6 +36,8 @@ class TrainConfig:
     optimizer: str = "adam"  # adam, sgd (with momentum) or adamw
     learning_rate: float = 3e-3  # peak learning rate
     momentum: float = 0.9  # SGD momentum
+    beta1: float = 0.9  # Adam/AdamW first-moment decay
+    beta2: float = 0.999  # Adam/AdamW second-moment decay
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     schedule: str = "onecycle"  # onecycle (warm up, then anneal), cosine (decay to 0) or constant
     # Training

@@ -55,7 +55,25 @@ class CNN(nn.Module):
         return nn.Dense(NUM_CLASSES, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+class SpeedrunCNN(nn.Module):
+    """A small two-convolution network for `mnist-jax speedrun`: Conv 5x5 -> pool -> Conv 3x3 -> pool -> Dense."""
+
+    filters: int = 16  # first convolution; the second has twice as many
+    hidden: int = 128
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = max_pool_2x2(nn.relu(Conv(self.filters, (5, 5), padding="VALID", dtype=self.dtype)(x_BxHxWx1)))
+        x = max_pool_2x2(nn.relu(Conv(2 * self.filters, (3, 3), padding="VALID", dtype=self.dtype)(x)))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(NUM_CLASSES, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "speedrun": SpeedrunCNN}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 

@@ -23,5 +23,5 @@ def create_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTra
     if config.optimizer == "sgd":
         return optax.sgd(schedule, momentum=config.momentum)
     if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay)
-    return optax.adam(schedule)
+        return optax.adamw(schedule, b1=config.beta1, b2=config.beta2, weight_decay=config.weight_decay)
+    return optax.adam(schedule, b1=config.beta1, b2=config.beta2)

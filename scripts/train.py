@@ -1,8 +1,6 @@
-"""Thin script: the same as `mnist-jax train ...`; all logic lives in the mnist_jax package."""
+"""The same as `mnist-jax train ...`; all logic lives in the mnist_jax package."""
 
-import sys
-
-from mnist_jax.cli import main
+from _command import run
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    run("train")

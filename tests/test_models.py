@@ -7,8 +7,8 @@ import pytest
 from mnist_jax import models
 from mnist_jax.errors import UserError
 
-# Keras reports the same counts for the article's models.
-PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962}
+# Keras reports the same counts for the article's models; speedrun: 416 + 4,640 + 102,528 + 1,290.
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874}
 
 
 def count(params) -> int:
@@ -59,8 +59,12 @@ def test_model_hparams_picks_only_known_fields():
     assert models.model_hparams("cnn", options) == {"filters": 4, "hidden": 8, "dropout": 0.1, "dtype": "float32"}
 
 
+def test_every_registered_model_has_a_pinned_count():
+    assert set(PARAMETER_COUNTS) == set(models.MODELS)
+
+
 def test_unknown_model():
-    with pytest.raises(UserError, match="--model must be one of mlp, cnn"):
+    with pytest.raises(UserError, match="--model must be one of mlp, cnn, speedrun"):
         models.create_model("resnet")
 
 

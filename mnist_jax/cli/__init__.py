@@ -13,13 +13,13 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per module in mnist_jax.cli."""
-    from mnist_jax.cli import benchmark, evaluate, figures, predict, summary, train
+    from mnist_jax.cli import benchmark, evaluate, figures, predict, speedrun, summary, train
 
     parser = argparse.ArgumentParser(prog="mnist-jax", description="The classic MNIST workflow in JAX, Flax and Optax.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train, evaluate, predict, summary, benchmark, figures):
+    for module in (train, evaluate, predict, summary, figures, benchmark, speedrun):
         module.register(commands)
     return parser
 

@@ -1,0 +1,6 @@
+"""The same as `mnist-jax benchmark ...`; all logic lives in the mnist_jax package."""
+
+from _command import run
+
+if __name__ == "__main__":
+    run("benchmark")
