@@ -80,3 +80,15 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
 
 
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+class PlainCNN(nn.Module):
+    """The article's CNN written the obvious way with Flax's own layers: the reference for tests and benchmarks."""
+
+    @nn.compact
+    def __call__(self, x_BxHxWx1: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x_BxHxWx1))
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(128)(x))
+        return nn.Dense(10)(x)

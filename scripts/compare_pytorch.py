@@ -21,6 +21,34 @@ from mnist_jax.benchmark import DATASET_SIZE, benchmark
 from mnist_jax.config import TrainConfig
 
 
+def plain_flax_images_per_second(batch_size: int, steps: int, repeats: int, seed: int = 0) -> float:
+    """The obvious Flax version (nn.Conv, nn.max_pool), one jitted step per batch: the baseline we started from."""
+    import jax
+    import optax
+
+    from mnist_jax.layers import PlainCNN
+    from mnist_jax.train import create_train_state, epoch_batches, train_one_step
+
+    rng = np.random.default_rng(seed)
+    images = jax.device_put(rng.integers(0, 256, (DATASET_SIZE, 28, 28), np.uint8))
+    labels = jax.device_put(rng.integers(0, 10, DATASET_SIZE).astype(np.int32))
+    state = create_train_state(PlainCNN(), optax.adam(1e-3), jax.random.key(seed))
+    batches = list(epoch_batches(jax.random.key(seed), DATASET_SIZE, batch_size)[:steps])
+
+    def run(state):
+        for indices in batches:
+            state, metrics = train_one_step(state, images, labels, indices, jax.random.key(0))
+        return jax.block_until_ready(state)
+
+    state = run(state)  # warm-up and compilation
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        state = run(state)
+        seconds.append(time.perf_counter() - started)
+    return round(steps * batch_size / statistics.median(seconds), 1)
+
+
 def torch_images_per_second(batch_size: int, steps: int, repeats: int, seed: int = 0) -> dict:
     """Median training images/s of the article CNN in PyTorch eager on the CPU."""
     import torch
@@ -70,9 +98,11 @@ def main() -> int:
     # The article's optimizer (constant Adam 1e-3), so both sides do the same work per step.
     config = TrainConfig(model="cnn", batch_size=args.batch_size, schedule="constant", learning_rate=1e-3)
     jax_result = benchmark(config, steps=args.steps, repeats=args.repeats)
+    plain = plain_flax_images_per_second(args.batch_size, args.steps, args.repeats)
     torch_result = torch_images_per_second(args.batch_size, args.steps, args.repeats)
     ratio = jax_result["train_images_per_second"] / torch_result["torch_train_images_per_second"]
-    result = {"jax_train_images_per_second": jax_result["train_images_per_second"], **torch_result,
+    result = {"jax_train_images_per_second": jax_result["train_images_per_second"],
+              "plain_flax_step_loop_images_per_second": plain, **torch_result,
               "jax_over_torch": round(ratio, 2), "batch_size": args.batch_size, "steps": args.steps,
               "processor": jax_result["processor"]}
     if args.json:
@@ -80,6 +110,7 @@ def main() -> int:
     else:
         print(f"article CNN, batch {args.batch_size}, {jax_result['processor']}:")
         print(f"  JAX (mnist_jax):  {result['jax_train_images_per_second']:>9,.0f} images/s")
+        print(f"  plain Flax loop:  {plain:>9,.0f} images/s (nn.Conv, nn.max_pool, one jitted call per step)")
         print(f"  PyTorch eager:    {result['torch_train_images_per_second']:>9,.0f} images/s "
               f"(torch {result['torch_version']}, {result['torch_threads']} threads)")
         print(f"  JAX / PyTorch:    {ratio:.2f}x")

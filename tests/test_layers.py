@@ -7,19 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import Conv, max_pool_2x2
-
-
-class ReferenceCNN(nn.Module):
-    """The article's CNN written the obvious way, with Flax's own layers."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(128)(x))
-        return nn.Dense(10)(x)
+from mnist_jax.layers import Conv, PlainCNN, max_pool_2x2
 
 
 def reference_pool(x):
@@ -57,7 +45,7 @@ def test_cnn_equals_the_reference_model_in_logits_and_gradients():
     ours = models.create_model("cnn")
     params = ours.init(jax.random.key(1), images)["params"]
     params = jax.tree.map(lambda p: p + 0.01, params)  # non-zero biases, so ties are not all at zero
-    reference = ReferenceCNN()
+    reference = PlainCNN()
     assert jax.tree.structure(reference.init(jax.random.key(1), images)["params"]) == jax.tree.structure(params)
 
     def loss(model, p):
