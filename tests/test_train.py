@@ -97,3 +97,10 @@ def test_other_optimizers_and_schedules_learn(digits, optimizer, schedule):
     config = TrainConfig(dataset="digits", model="mlp", optimizer=optimizer, schedule=schedule, epochs=3,
                          batch_size=32, learning_rate=0.05 if optimizer == "sgd" else 3e-3)
     assert train_and_evaluate(config, datasets=digits).metrics["test_accuracy"] > 0.85
+
+
+def test_bfloat16_compute_trains_with_float32_parameters(digits):
+    config = TrainConfig(dataset="digits", dtype="bfloat16", epochs=2, batch_size=32)
+    result = train_and_evaluate(config, datasets=digits)
+    assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype("float32")}
+    assert result.metrics["test_accuracy"] > 0.8
