@@ -131,7 +131,8 @@ def load_tfds(name: str, data_dir: str | None) -> tuple[Split, Split]:
     import tensorflow_datasets as tfds
 
     try:
-        splits = [tfds.data_source(name, split=split, data_dir=data_dir) for split in ("train", "test")]
+        # download=False: preparing a dataset needs TensorFlow and a network; we read prepared data only.
+        splits = [tfds.data_source(name, split=split, data_dir=data_dir, download=False) for split in ("train", "test")]
     except Exception as error:  # TFDS raises many types for missing or unprepared data
         raise DataError(f"Cannot open TFDS dataset {name!r} (data_dir={data_dir}): {_first_line(error)}") from None
     return tuple(_tfds_split(name, source) for source in splits)

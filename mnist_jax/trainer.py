@@ -54,10 +54,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
                        progress: bool = False, resume: bool = False) -> TrainResult:
     """Train `config` and evaluate on the test set; with a run directory, record everything as it goes."""
     datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
-    steps_per_epoch = len(datasets.train) // config.batch_size
-    if steps_per_epoch == 0:
-        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(datasets.train)} training images.")
-    state = initial_state(config, steps_per_epoch)
+    state = initial_state(config, steps_in_epoch(config, datasets))
     checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
     try:
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
@@ -72,6 +69,14 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
     if run_dir:
         run_dir.write_json(rd.METRICS, metrics)
     return TrainResult(state, history, metrics, run_dir)
+
+
+def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
+    """Full batches per epoch; at least one, or the batch size is an error."""
+    steps = len(datasets.train) // config.batch_size
+    if steps == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(datasets.train)} training images.")
+    return steps
 
 
 def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
@@ -117,10 +122,10 @@ def _train_epochs(config, datasets, state, history, run_dir, checkpointer, progr
     """Train the remaining epochs, recording each one as soon as it ends."""
     train = DeviceSplit.put(datasets.train)
     val = DeviceSplit.put(datasets.val) if datasets.val else None
-    steps_per_epoch = len(datasets.train) // config.batch_size
+    steps = steps_in_epoch(config, datasets)
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step",
+        with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step",
                   disable=not progress, leave=True) as bar:
             state, record = train_epoch(config, state, train, epoch, bar if progress else None)
             if val is not None:

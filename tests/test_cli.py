@@ -113,3 +113,9 @@ def test_an_existing_run_is_never_overwritten(trained_run, capsys):
     assert main([*TRAIN_DIGITS, "--run-dir", str(trained_run)]) == 2
     assert "already holds a run; resume it with --resume" in capsys.readouterr().err
     assert (trained_run / "history.jsonl").read_text() == before
+
+
+def test_batch_larger_than_the_data_writes_nothing(tmp_path, capsys):
+    assert main(["train", "--dataset", "digits", "--batch-size", "5000", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "--batch-size 5000 is larger than the" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -98,3 +98,8 @@ def test_tfds_source_with_mock_data():
 def test_tfds_unknown_dataset_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="Cannot open TFDS dataset"):
         data.load_train_test("no_such_dataset_xyz", "tfds", str(tmp_path))
+
+
+def test_tfds_never_downloads_an_unprepared_dataset(tmp_path):
+    with pytest.raises(DataError, match="Cannot open TFDS dataset 'mnist'"):
+        data.load_train_test("mnist", "tfds", str(tmp_path))  # nothing prepared here, and no network is tried

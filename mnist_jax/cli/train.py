@@ -69,11 +69,12 @@ def config_from_args(args: argparse.Namespace, flags: dict = FLAGS) -> cfg.Train
 def run(args: argparse.Namespace) -> int:
     from mnist_jax.data import load_datasets
     from mnist_jax.rundir import RunDir
-    from mnist_jax.trainer import train_and_evaluate
+    from mnist_jax.trainer import steps_in_epoch, train_and_evaluate
 
     config = _resumed_config(args) if args.resume else config_from_args(args)
     # Load the data before creating anything, so a data error leaves no empty run directory behind.
     datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
+    steps_in_epoch(config, datasets)  # a batch larger than the data is an error before anything is written
     run_dir = RunDir.open(args.resume) if args.resume else RunDir.create(args.run_dir, name=config.model)
     print(f"Run directory: {run_dir.path}")
     result = train_and_evaluate(config, run_dir, datasets=datasets, progress=not args.no_progress,
