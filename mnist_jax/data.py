@@ -53,7 +53,19 @@ def load_datasets(dataset: str = "mnist", source: str = "idx", data_dir: str | N
     train, val = split_validation(train, val_split, seed)
     log.info("Loaded %s: %d train, %d validation, %d test images.",
              dataset, len(train), len(val) if val else 0, len(test))
-    return Datasets(dataset, train, val, test)
+    return Datasets(dataset, train, val, test, class_names(dataset, source, data_dir))
+
+
+def class_names(dataset: str, source: str, data_dir: str | None) -> tuple[str, ...]:
+    """The label names: the digits, or what a TFDS dataset declares (e.g. fashion_mnist's "T-shirt/top")."""
+    digits = tuple(str(digit) for digit in range(10))
+    if source != "tfds":
+        return digits
+    import tensorflow_datasets as tfds
+
+    info = tfds.data_source(dataset, split="test", data_dir=data_dir, download=False).dataset_info
+    names = tuple(info.features["label"].names)
+    return names if len(names) == len(digits) else digits
 
 
 def load_train_test(dataset: str, source: str, data_dir: str | None) -> tuple[Split, Split]:

@@ -103,3 +103,11 @@ def test_tfds_unknown_dataset_is_a_data_error(tmp_path):
 def test_tfds_never_downloads_an_unprepared_dataset(tmp_path):
     with pytest.raises(DataError, match="Cannot open TFDS dataset 'mnist'"):
         data.load_train_test("mnist", "tfds", str(tmp_path))  # nothing prepared here, and no network is tried
+
+
+def test_tfds_class_names_come_from_the_dataset():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=20):
+        datasets = data.load_datasets("fashion_mnist", source="tfds", val_split=0.0)
+    assert datasets.class_names[0] == "T-shirt/top" and len(datasets.class_names) == 10
+    assert data.load_datasets("digits").class_names == tuple("0123456789")
