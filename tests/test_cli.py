@@ -88,12 +88,13 @@ def test_python_dash_m_and_help_explain_every_flag():
     assert "(default: 64)" in out and "(default: cnn)" in out
 
 
-def test_resume_extends_a_run_and_keeps_its_configuration(tmp_path, capsys):
+def test_resume_extends_a_run_and_keeps_its_configuration(tmp_path, caplog):
     run_dir = tmp_path / "run"
     common = ["--no-progress", "--no-report"]
     assert main(["train", "--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--epochs", "1",
                  "--schedule", "constant", "--run-dir", str(run_dir), *common]) == 0
-    assert main(["train", "--resume", str(run_dir), "--epochs", "2", *common]) == 0
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2", "--lr", "0.5", *common]) == 0
+    assert "Ignoring --lr with --resume" in caplog.text
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["model"] == "mlp" and config["batch_size"] == 32
     assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2]

@@ -95,6 +95,10 @@ def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
 
     run_dir = RunDir.open(args.resume)
     config = cfg.TrainConfig.load(run_dir.path / CONFIG)
+    ignored = [flag for flag, (field, *_) in FLAGS.items()
+               if field != "epochs" and getattr(args, flag[2:].replace("-", "_")) != getattr(DEFAULTS, field)]
+    if ignored:
+        log.warning("Ignoring %s with --resume: a resumed run keeps its own configuration.", ", ".join(ignored))
     if args.epochs is not None and args.epochs != config.epochs:
         if config.schedule != "constant":
             log.warning("The %s schedule is stretched from %d to %d epochs, so the resumed run will not match an "
