@@ -26,8 +26,13 @@ class TrainState(train_state.TrainState):
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
                        loss: str = "sparse") -> TrainState:
     """Initialise parameters with a dummy batch and wrap them with the optimizer."""
-    variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss)
+
+    @jax.jit  # one compilation, instead of one per operation of an eager init
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss)
+
+    return init(rng)
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -87,6 +92,11 @@ def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: in
 
 def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
     """Mean cross-entropy and accuracy over every image of a split (one-hot or not, the loss is the same)."""
-    logits = predict_logits(apply_fn, params, images, batch_size)
-    loss = sparse_categorical_cross_entropy(logits, labels).mean()
-    return {"loss": float(loss), "accuracy": float(accuracy(logits, labels).mean())}
+    metrics = _mean_metrics(predict_logits(apply_fn, params, images, batch_size), labels)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+@jax.jit
+def _mean_metrics(logits: jax.Array, labels: jax.Array) -> Metrics:
+    return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
+            "accuracy": accuracy(logits, labels).mean()}

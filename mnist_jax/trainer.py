@@ -83,10 +83,15 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     """Fresh parameters and optimizer state for `config`."""
     model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
     optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
-    init_rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-    return create_train_state(model, optimizer, init_rng, config.loss)
+    return create_train_state(model, optimizer, _init_rng(config.seed), config.loss)
 
 
+@jax.jit
+def _init_rng(seed: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
+
+
+@jax.jit  # seed and epoch are traced: one compilation serves every epoch
 def epoch_rngs(seed: int, epoch: int) -> tuple[jax.Array, jax.Array]:
     """The (shuffle, dropout) keys of an epoch, derived from the seed alone so a resumed run repeats them."""
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
@@ -101,14 +106,19 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     batches = epoch_batches(shuffle_rng, len(train), config.batch_size)
     chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
     step = train_one_step if config.loop == "step" else train_steps
-    totals = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(())}
+    totals = None
     for start in range(0, len(batches), chunk):
         indices = batches[start] if config.loop == "step" else batches[start:start + chunk]
         state, metrics = step(state, train.images, train.labels, indices, dropout_rng)
-        totals = jax.tree.map(jnp.add, totals, metrics)
+        totals = metrics if totals is None else _add(totals, metrics)
         if bar is not None:
             _show_progress(bar, totals, start + min(chunk, len(batches) - start))
     return state, {f"train_{name}": float(value) / len(batches) for name, value in totals.items()}
+
+
+@jax.jit
+def _add(totals: dict[str, jax.Array], metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return jax.tree.map(jnp.add, totals, metrics)
 
 
 def _show_progress(bar: tqdm, totals: dict[str, jax.Array], steps_done: int) -> None:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from mnist_jax import data
 from mnist_jax.compilation import count_compilations
 from mnist_jax.config import TrainConfig
-from mnist_jax.trainer import DeviceSplit, initial_state, train_epoch
+from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
 
 
 def test_counter_sees_a_new_shape_and_not_a_cached_one():
@@ -32,3 +32,14 @@ def test_no_recompilation_after_the_first_epoch():
         for epoch in (2, 3):
             state, metrics = train_epoch(config, state, split, epoch=epoch)
     assert counter.count == 0
+
+
+def test_a_whole_run_compiles_a_handful_of_programs():
+    """Init, shuffling, the epoch, evaluation: each one program, never one per eager operation."""
+    datasets = data.load_datasets("digits", val_split=0.2)
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=32, epochs=2, steps_per_call=0)
+    jax.clear_caches()
+    with count_compilations() as counter:
+        train_and_evaluate(config, datasets=datasets)
+    # init, rng for init, epoch keys, epoch order, scan, metrics sum, predict (val + test shapes), mean metrics
+    assert counter.count <= 10
