@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,9 +16,11 @@ from mnist_jax import plots
 from mnist_jax.checkpoints import restore_for_inference
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Split, load_train_test
+from mnist_jax.diagram import draw_model
 from mnist_jax.errors import UserError
 from mnist_jax.models import NUM_CLASSES, create_model
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
+from mnist_jax.summary import format_summary, summarize
 from mnist_jax.train import predict_logits
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class RunFigures:
     epoch: int
     figures: dict[str, Path]  # file stem -> PNG path, in page order
     classification: dict[str, Any]
-    summary: str | None  # the model summary table as text, when mnist_jax.summary is available
+    summary: str  # the model summary table as text
 
 
 def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> Path:
@@ -83,16 +84,15 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     train, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
     predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
     figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
-    summary, diagram = describe_model(model)
-    if diagram is not None:
-        figures["model"] = diagram
+    rows = summarize(model)
+    figures["model"] = draw_model(model, rows)
     folder = run_dir.path / FIGURES_DIR
     folder.mkdir(exist_ok=True)
     paths = {name: plots.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()}
     classification = plots.classification_metrics(predicted.labels, predicted.predictions, class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)
     log.info("Wrote %d figures into %s.", len(paths), folder)
-    return RunFigures(run_dir, which, epoch, paths, classification, summary)
+    return RunFigures(run_dir, which, epoch, paths, classification, format_summary(rows))
 
 
 def predict_test_set(apply_fn: Any, params: Any, test: Split, batch_size: int) -> Predictions:
@@ -118,18 +118,6 @@ def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predict
         "mistakes": plots.plot_mistakes(p.images, p.labels, p.predictions, p.probabilities,
                                         class_names=class_names),
     }
-
-
-def describe_model(model: nn.Module) -> tuple[str | None, Figure | None]:
-    """The model summary (text) and diagram; (None, None) with a warning where those modules are missing."""
-    try:
-        from mnist_jax.diagram import draw_model
-        from mnist_jax.summary import format_summary, summarize
-    except ImportError as error:
-        log.warning("Leaving the model summary and diagram out of the report: %s.", error)
-        return None, None
-    rows = summarize(model)
-    return format_summary(rows), draw_model(model, rows)
 
 
 # The HTML page: every value escaped, CSS inline, PNGs as data URIs, no scripts and no links.
@@ -182,13 +170,9 @@ def _section(title: str, body: str) -> str:
 
 
 def _model_section(contents: RunFigures) -> str:
-    """The summary table and the diagram, whichever of them exist; nothing when neither does."""
-    parts = []
-    if contents.summary is not None:
-        parts.append(f"<pre>{html.escape(contents.summary)}</pre>")
-    if "model" in contents.figures:
-        parts.append(_figure(contents.figures["model"], FIGURE_CAPTIONS["model"]))
-    return _section("Model", '<div class="columns">' + "\n".join(parts) + "</div>") if parts else ""
+    """The summary table beside the diagram."""
+    parts = [f"<pre>{html.escape(contents.summary)}</pre>", _figure(contents.figures["model"], FIGURE_CAPTIONS["model"])]
+    return _section("Model", '<div class="columns">' + "\n".join(parts) + "</div>")
 
 
 def _figure(path: Path, caption: str) -> str:

@@ -5,7 +5,6 @@ import html
 import json
 import re
 import shutil
-import sys
 
 import jax
 import numpy as np
@@ -20,6 +19,7 @@ from mnist_jax.data import load_train_test
 from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.models import create_model
 from mnist_jax.rundir import CONFIG, HISTORY, METRICS, RunDir
+from mnist_jax.summary import format_summary, summarize
 from mnist_jax.train import predict_logits
 from mnist_jax.trainer import train_and_evaluate
 from tests.test_plots import assert_valid_png
@@ -91,18 +91,9 @@ def test_classification_json_equals_scikit_learn_on_the_best_checkpoint(run_dir,
 
 
 def test_report_shows_the_model_summary_and_diagram(run_dir, page):
-    summary, diagram = report.describe_model(create_model("mlp", hidden=CONFIG_VALUES.hidden))
+    summary = format_summary(summarize(create_model("mlp", hidden=CONFIG_VALUES.hidden)))
     assert f"<pre>{html.escape(summary)}</pre>" in page
     assert (run_dir.path / report.FIGURES_DIR / "model.png").read_bytes() in embedded_pngs(page)
-
-
-def test_report_leaves_out_the_model_section_when_its_modules_are_missing(run_dir, tmp_path, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "mnist_jax.summary", None)  # as before summary.py was merged
-    shutil.copytree(run_dir.path, tmp_path / "run")
-    page = report.write_report(tmp_path / "run").read_text()
-    assert '<section id="model">' not in page and "<pre>" not in page
-    assert page.count(DATA_URI) == len(FIGURES)
-    assert "Leaving the model summary and diagram out" in caplog.text
 
 
 def test_one_epoch_run_without_validation_and_odd_name(run_dir, tmp_path):
