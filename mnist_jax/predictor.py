@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax.checkpoints import restore_for_inference
-from mnist_jax.config import TrainConfig
-from mnist_jax.data import Split, load_train_test
-from mnist_jax.errors import CheckpointError, InputError
+from mnist_jax.data import Split
+from mnist_jax.evaluation import run_splits
+from mnist_jax.errors import InputError
 from mnist_jax.images import load_mnist_image
 from mnist_jax.models import NUM_CLASSES, create_model, prepare_images
-from mnist_jax.rundir import CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +107,11 @@ def softmax(logits_NxK: np.ndarray) -> np.ndarray:
 def random_test_images(run_path: str | Path, meta: dict[str, Any], count: int, seed: int = 0,
                        data_dir: str | None = None) -> tuple[np.ndarray, Split]:
     """Draw `count` distinct test images (indices and split) of the dataset the run was trained on."""
-    config = run_config(run_path, meta)
-    _, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
+    config, _, test = run_splits(run_path, meta, data_dir)
     if not 1 <= count <= len(test):
         raise InputError(f"Cannot draw {count} random test images: the {config.dataset} test set has {len(test)}.")
     indices = np.sort(np.random.default_rng(seed).choice(len(test), size=count, replace=False))
     return indices, Split(test.images[indices], test.labels[indices])
-
-
-def run_config(run_path: str | Path, meta: dict[str, Any]) -> TrainConfig:
-    """The run's config.json (beside or above its checkpoints), else the copy saved in the checkpoint."""
-    path = Path(run_path)
-    for candidate in (path / CONFIG, path.parent / CONFIG):
-        if candidate.is_file():
-            return TrainConfig.load(candidate)
-    if "config" not in meta:
-        raise CheckpointError(f"{path} has no {CONFIG} and its checkpoint does not record the training data.")
-    return TrainConfig.from_dict(meta["config"])
 
 
 def _is_path(value: Any) -> bool:

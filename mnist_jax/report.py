@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 
 from mnist_jax import plots
 from mnist_jax.checkpoints import restore_for_inference
-from mnist_jax.config import TrainConfig
-from mnist_jax.data import Split, load_train_test
+from mnist_jax.data import Split
 from mnist_jax.diagram import draw_model
+from mnist_jax.evaluation import run_splits
 from mnist_jax.errors import UserError
 from mnist_jax.models import NUM_CLASSES, create_model
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
@@ -77,11 +77,10 @@ def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: 
 def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
     """Evaluate a run's checkpoint on the test set and write RUN_DIR/figures/*.png and classification_report.json."""
     run_dir = RunDir.open(run_dir_path)
-    config = TrainConfig.load(run_dir.path / CONFIG)
     epoch, params, meta = restore_for_inference(run_dir.path, which)
+    config, train, test = run_splits(run_dir.path, meta, data_dir)
     model = create_model(meta["model"], **meta["hparams"])
     class_names = tuple(meta.get("class_names") or (str(k) for k in range(NUM_CLASSES)))
-    train, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
     predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
     figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
     rows = summarize(model)
