@@ -42,6 +42,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # onecycle (warm up, then anneal), cosine (decay to 0) or constant
     # Training
     loss: str = "sparse"  # sparse: integer labels; categorical: one-hot labels (the article's first version)
+    label_smoothing: float = 0.0  # training targets give this much probability mass evenly to all classes
     epochs: int = 3  # passes over the training split
     batch_size: int = 64  # training batch; the shuffled remainder of each epoch is skipped to keep shapes fixed
     eval_batch_size: int = 1000  # evaluation batch; the last batch is padded and masked, never dropped
@@ -59,6 +60,8 @@ class TrainConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         if not 0.0 <= self.val_split < 1.0:
             raise UserError(f"--val-split must be in [0, 1), got {self.val_split}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}.")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}.")
         for name in ("epochs", "batch_size", "eval_batch_size", "filters", "hidden", "depth"):

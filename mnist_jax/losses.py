@@ -8,18 +8,21 @@ import optax
 
 from mnist_jax.models import NUM_CLASSES
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+LossFn = Callable[..., jax.Array]  # (logits_BxK, labels_B, label_smoothing=0.0) -> per-example loss
 
 
-def sparse_categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
+def sparse_categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array,
+                                     label_smoothing: float = 0.0) -> jax.Array:
     """Per-example cross-entropy against integer labels."""
+    if label_smoothing:  # smoothed targets are a full distribution, not an index
+        return categorical_cross_entropy(logits_BxK, labels_B, label_smoothing)
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
 
 
-def categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
-    """Per-example cross-entropy against one-hot labels, as in the article's first version."""
-    one_hot_BxK = jax.nn.one_hot(labels_B, NUM_CLASSES)
-    return optax.softmax_cross_entropy(logits_BxK, one_hot_BxK)
+def categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example cross-entropy against one-hot labels (as in the article's first version), optionally smoothed."""
+    targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, NUM_CLASSES), label_smoothing)
+    return optax.softmax_cross_entropy(logits_BxK, targets_BxK)
 
 
 LOSSES: dict[str, LossFn] = {

@@ -15,11 +15,12 @@ from mnist_jax.trainer import train_and_evaluate
 log = logging.getLogger(__name__)
 
 TARGET_ACCURACY = 0.99
-# Two epochs of a small two-convolution net on all 60,000 training images (the test set stays untouched until the
-# end), batch 256, Adam with short-memory betas (0.7, 0.9) under a one-cycle schedule peaking at 2e-2.
-RECIPE = TrainConfig(model="speedrun", filters=16, hidden=128, batch_size=256, epochs=2, optimizer="adam",
-                     learning_rate=2e-2, beta1=0.7, beta2=0.9, schedule="onecycle", val_split=0.0,
-                     steps_per_call=0)
+# Two epochs of a small two-convolution net (8 and 16 filters) on all 60,000 training images (the test set stays
+# untouched until the end), batch 256, Adam with short-memory betas (0.7, 0.9) under a one-cycle schedule peaking
+# at 2e-2, and label smoothing 0.1, which keeps every seed above 99% with half the filters of our first recipe.
+RECIPE = TrainConfig(model="speedrun", filters=8, hidden=128, batch_size=256, epochs=2, optimizer="adam",
+                     learning_rate=2e-2, beta1=0.7, beta2=0.9, schedule="onecycle", label_smoothing=0.1,
+                     val_split=0.0, steps_per_call=0)
 
 
 def run_speedrun(datasets: Datasets, seeds: int = 5, recipe: TrainConfig = RECIPE) -> dict[str, Any]:

@@ -18,19 +18,21 @@ Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-    """Parameters, optimizer state and step, plus the (static) name of the loss."""
+    """Parameters, optimizer state and step, plus the (static) loss name and label smoothing."""
 
     loss: str = struct.field(pytree_node=False, default="sparse")
+    label_smoothing: float = struct.field(pytree_node=False, default=0.0)
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                       loss: str = "sparse") -> TrainState:
+                       loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
     """Initialise parameters with a dummy batch and wrap them with the optimizer."""
 
     @jax.jit  # one compilation, instead of one per operation of an eager init
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
+                                 label_smoothing=label_smoothing)
 
     return init(rng)
 
@@ -42,7 +44,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
 
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
-        return LOSSES[state.loss](logits, batch["label"]).mean(), logits
+        return LOSSES[state.loss](logits, batch["label"], state.label_smoothing).mean(), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)

@@ -83,7 +83,7 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     """Fresh parameters and optimizer state for `config`."""
     model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
     optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
-    return create_train_state(model, optimizer, _init_rng(config.seed), config.loss)
+    return create_train_state(model, optimizer, _init_rng(config.seed), config.loss, config.label_smoothing)
 
 
 @jax.jit

@@ -26,3 +26,17 @@ def test_cross_entropy_value():
 def test_accuracy():
     logits = jnp.eye(10)[:4]
     assert losses.accuracy(logits, jnp.array([0, 1, 0, 3])).tolist() == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_label_smoothing_spreads_the_target_and_agrees_across_loss_kinds():
+    logits = jax.random.normal(jax.random.key(0), (8, 10))
+    labels = jnp.arange(8)
+    for loss in (losses.sparse_categorical_cross_entropy, losses.categorical_cross_entropy):
+        np.testing.assert_allclose(loss(logits, labels, 0.0), losses.sparse_categorical_cross_entropy(logits, labels),
+                                   rtol=1e-6)
+    smoothed = losses.sparse_categorical_cross_entropy(logits, labels, 0.1)
+    np.testing.assert_allclose(smoothed, losses.categorical_cross_entropy(logits, labels, 0.1), rtol=1e-6)
+    # Target: 0.9 + 0.01 on the label, 0.01 elsewhere.
+    log_probs = jax.nn.log_softmax(logits)
+    expected = -(0.01 * log_probs.sum(-1) + 0.9 * log_probs[jnp.arange(8), labels])
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-5)

@@ -104,3 +104,11 @@ def test_bfloat16_compute_trains_with_float32_parameters(digits):
     result = train_and_evaluate(config, datasets=digits)
     assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype("float32")}
     assert result.metrics["test_accuracy"] > 0.8
+
+
+def test_label_smoothing_reaches_the_training_step(digits):
+    plain = TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=32)
+    a = train_and_evaluate(plain, datasets=digits)
+    b = train_and_evaluate(plain.replace(label_smoothing=0.2), datasets=digits)
+    assert b.state.label_smoothing == 0.2
+    assert a.history[0]["train_loss"] != b.history[0]["train_loss"]

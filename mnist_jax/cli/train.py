@@ -27,6 +27,8 @@ FLAGS = {
     "--optimizer": ("optimizer", str, cfg.OPTIMIZERS, "optimizer"),
     "--schedule": ("schedule", str, cfg.SCHEDULES, "learning-rate schedule"),
     "--loss": ("loss", str, cfg.LOSSES, "sparse: integer labels; categorical: one-hot labels"),
+    "--label-smoothing": ("label_smoothing", float, None, "probability mass of each training target spread over "
+                                                          "all classes"),
     "--val-split": ("val_split", float, None, "fraction of the training data held out (stratified) for validation"),
     "--seed": ("seed", int, None, "seed for parameters, validation split, data order and dropout"),
     "--dataset": ("dataset", str, None, "mnist or digits (offline, from scikit-learn); with --source tfds any "
