@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax.compilation import count_compilations
 from mnist_jax.config import TrainConfig
 from mnist_jax.environment import describe_environment
-from mnist_jax.models import create_model, model_hparams
+from mnist_jax.errors import UserError
+from mnist_jax.models import model_from_config
 from mnist_jax.summary import summarize, summary_totals
 from mnist_jax.train import epoch_batches, predict_logits, train_one_step, train_steps
 from mnist_jax.trainer import initial_state
@@ -26,6 +26,10 @@ RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macO
 def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batch_size: int = 1000,
               eval_images: int = 10_000) -> dict[str, Any]:
     """Training and inference images/s, compile seconds, GFLOP/s, compilations and peak memory for one config."""
+    most_steps = DATASET_SIZE // config.batch_size
+    if not 1 <= steps <= most_steps:
+        raise UserError(f"--steps {steps} at --batch-size {config.batch_size} does not fit the {DATASET_SIZE:,} "
+                        f"benchmark images: use 1 to {most_steps} steps (and a batch of at most {DATASET_SIZE:,}).")
     images, labels = _synthetic_data(config.seed)
     flops_per_image = _flops_per_image(config)
     train = _time_training(config, images, labels, steps, repeats)
@@ -58,8 +62,7 @@ def _synthetic_data(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _flops_per_image(config: TrainConfig) -> int:
-    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
-    return summary_totals(summarize(model))["flops_per_image"]
+    return summary_totals(summarize(model_from_config(config)))["flops_per_image"]
 
 
 def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int) -> dict[str, float]:
@@ -92,15 +95,14 @@ def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int
 
 def _time_inference(config: TrainConfig, images, batch_size: int, repeats: int) -> dict[str, float]:
     """Median images/s of jitted batched inference over `images`, after an untimed warm-up."""
-    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    state = initial_state(config, steps_per_epoch=1)
     with count_compilations() as warmup:
-        predict_logits(model.apply, params, images, batch_size).block_until_ready()
+        predict_logits(state.apply_fn, state.params, images, batch_size).block_until_ready()
     seconds = []
     with count_compilations() as timed:
         for _ in range(repeats):
             started = time.perf_counter()
-            predict_logits(model.apply, params, images, batch_size).block_until_ready()
+            predict_logits(state.apply_fn, state.params, images, batch_size).block_until_ready()
             seconds.append(time.perf_counter() - started)
     return {"images_per_second": round(len(images) / statistics.median(seconds), 1),
             "compile_seconds": warmup.seconds, "compilations_after_warmup": timed.count}

@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from mnist_jax.errors import CheckpointError
+from mnist_jax.errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Checkpointer:
         try:
             return dict(self.manager.restore(epoch, args=ocp.args.Composite(**args)))
         except Exception as error:  # Orbax raises many types for damaged or missing files
-            raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {_brief(error)}") from None
+            raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {first_line(error)}") from None
 
     def restore_newest_good(self, **targets: Any) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """Restore the newest checkpoint that loads, warning about each damaged one skipped."""
@@ -129,12 +130,6 @@ def _score(metrics: dict[str, float]) -> float:
     return metrics[SCORE]
 
 
-def _brief(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
-    return text[:300].rstrip(".") + "."
-
-
 def checkpoint_dir(path: str | Path) -> Path:
     """Accept a run directory or its checkpoints folder."""
     path = Path(path)
@@ -143,8 +138,8 @@ def checkpoint_dir(path: str | Path) -> Path:
     return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
-def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[int, Any, dict[str, Any]]:
-    """Restore (epoch, parameters, metadata) from a run or checkpoints directory, with no other input."""
+def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[int, nn.Module, Any, dict[str, Any]]:
+    """Restore (epoch, model, parameters, metadata) from a run or checkpoints directory, with no other input."""
     from mnist_jax.models import abstract_params, create_model
 
     checkpointer = Checkpointer(checkpoint_dir(path), read_only=True)
@@ -159,4 +154,4 @@ def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[
         params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
     finally:
         checkpointer.close()
-    return epoch, params, meta
+    return epoch, model, params, meta

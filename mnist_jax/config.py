@@ -88,9 +88,15 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            values = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:
             raise UserError(f"Cannot read the configuration {path}: {error}.") from None
+        if not isinstance(values, dict):
+            raise UserError(f"The configuration {path} is not a JSON object.")
+        try:
+            return cls.from_dict(values)
+        except TypeError as error:  # a value of the wrong type, e.g. "epochs": "3"
+            raise UserError(f"The configuration {path} has a value of the wrong type ({error}).") from None
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...] | None) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from mnist_jax import idx
-from mnist_jax.errors import DataError
+from mnist_jax.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "MNIST_JAX_DATA_DIR"
+DIGIT_NAMES = tuple(str(digit) for digit in range(10))  # MNIST's class names
 IMAGE_SIZE = 28  # every dataset is served as 28x28 single-channel uint8 images
 DIGIT_BOX = 20  # MNIST digits fill a 20x20 box centred in the 28x28 image
 DIGITS_TEST_FRACTION = 0.2  # scikit-learn's digits ship without a test split; hold this much out
@@ -43,7 +44,7 @@ class Datasets:
     train: Split
     val: Split | None
     test: Split
-    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
+    class_names: tuple[str, ...] = DIGIT_NAMES
 
 
 def load_datasets(dataset: str = "mnist", source: str = "idx", data_dir: str | None = None,
@@ -58,14 +59,13 @@ def load_datasets(dataset: str = "mnist", source: str = "idx", data_dir: str | N
 
 def class_names(dataset: str, source: str, data_dir: str | None) -> tuple[str, ...]:
     """The label names: the digits, or what a TFDS dataset declares (e.g. fashion_mnist's "T-shirt/top")."""
-    digits = tuple(str(digit) for digit in range(10))
     if source != "tfds":
-        return digits
+        return DIGIT_NAMES
     import tensorflow_datasets as tfds
 
     info = tfds.data_source(dataset, split="test", data_dir=data_dir, download=False).dataset_info
     names = tuple(info.features["label"].names)
-    return names if len(names) == len(digits) else digits
+    return names if len(names) == len(DIGIT_NAMES) else DIGIT_NAMES
 
 
 def load_train_test(dataset: str, source: str, data_dir: str | None) -> tuple[Split, Split]:
@@ -146,7 +146,7 @@ def load_tfds(name: str, data_dir: str | None) -> tuple[Split, Split]:
         # download=False: preparing a dataset needs TensorFlow and a network; we read prepared data only.
         splits = [tfds.data_source(name, split=split, data_dir=data_dir, download=False) for split in ("train", "test")]
     except Exception as error:  # TFDS raises many types for missing or unprepared data
-        raise DataError(f"Cannot open TFDS dataset {name!r} (data_dir={data_dir}): {_first_line(error)}") from None
+        raise DataError(f"Cannot open TFDS dataset {name!r} (data_dir={data_dir}): {first_line(error)}") from None
     return tuple(_tfds_split(name, source) for source in splits)
 
 
@@ -178,8 +178,3 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
         held_out[members[:count]] = True
     keep = ~held_out
     return Split(split.images[keep], split.labels[keep]), Split(split.images[held_out], split.labels[held_out])
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__).rstrip(".") + "."

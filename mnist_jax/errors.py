@@ -15,3 +15,10 @@ class InputError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A missing or corrupt checkpoint or run directory."""
+
+
+def first_line(error: Exception, limit: int = 300) -> str:
+    """The first line of an error from a library, short enough to end one of our sentences."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text[:limit].rstrip(".") + "."

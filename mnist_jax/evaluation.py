@@ -9,7 +9,6 @@ from mnist_jax.checkpoints import restore_for_inference
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Split, load_train_test
 from mnist_jax.errors import CheckpointError
-from mnist_jax.models import create_model
 from mnist_jax.rundir import CONFIG, RunDir
 from mnist_jax.train import evaluate
 
@@ -17,9 +16,8 @@ from mnist_jax.train import evaluate
 def evaluate_run(path: str | Path, which: str | int = "best", data_dir: str | None = None) -> dict[str, Any]:
     """Test loss and accuracy of one checkpoint of a run, on every test image."""
     run_dir = RunDir.open(path)
-    epoch, params, meta = restore_for_inference(run_dir.path, which)
+    epoch, model, params, meta = restore_for_inference(run_dir.path, which)
     config, _, test = run_splits(run_dir.path, meta, data_dir)
-    model = create_model(meta["model"], **meta["hparams"])
     images, labels = jax.device_put(test.images), jax.device_put(test.labels)
     metrics = evaluate(model.apply, params, images, labels, config.eval_batch_size)
     return {"epoch": epoch, "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],

@@ -90,6 +90,11 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
     return _model_class(name)(**hparams)
 
 
+def model_from_config(config: Any) -> nn.Module:
+    """The model a TrainConfig describes."""
+    return create_model(config.model, **model_hparams(config.model, config.to_dict()))
+
+
 def abstract_params(model: nn.Module) -> Any:
     """The parameter pytree's shapes and dtypes, without allocating or computing anything."""
     dummy = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)

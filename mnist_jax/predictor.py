@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax.checkpoints import restore_for_inference
-from mnist_jax.data import Split
+from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.evaluation import run_splits
 from mnist_jax.errors import InputError
 from mnist_jax.images import load_mnist_image
-from mnist_jax.models import NUM_CLASSES, create_model, prepare_images
+from mnist_jax.models import prepare_images
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ MAX_PIXEL = 255.0
 BUCKETS = (1, 8, 64, 512)
 ACCEPTED = ("uint8 or float pixels in 0-255 shaped (28, 28), (N, 28, 28) or (N, 28, 28, 1), "
             "or a path or list of paths to PNG/JPEG files")
-DIGIT_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 
 Images = np.ndarray | jax.Array | str | os.PathLike | Sequence[Any]
 
@@ -54,8 +53,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, which: str | int = "best", buckets: Sequence[int] = BUCKETS) -> "Predictor":
         """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory."""
-        epoch, params, meta = restore_for_inference(path, which)
-        model = create_model(meta["model"], **meta["hparams"])
+        epoch, model, params, meta = restore_for_inference(path, which)
         log.info("Restored the %s model of epoch %d from %s.", meta["model"], epoch, path)
         return cls(model, params, meta=meta, epoch=epoch, buckets=buckets)
 

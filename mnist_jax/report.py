@@ -14,11 +14,10 @@ from matplotlib.figure import Figure
 
 from mnist_jax import plots
 from mnist_jax.checkpoints import restore_for_inference
-from mnist_jax.data import Split
+from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.diagram import draw_model
 from mnist_jax.evaluation import run_splits
 from mnist_jax.errors import UserError
-from mnist_jax.models import NUM_CLASSES, create_model
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
 from mnist_jax.summary import format_summary, summarize
 from mnist_jax.train import predict_logits
@@ -77,10 +76,9 @@ def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: 
 def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
     """Evaluate a run's checkpoint on the test set and write RUN_DIR/figures/*.png and classification_report.json."""
     run_dir = RunDir.open(run_dir_path)
-    epoch, params, meta = restore_for_inference(run_dir.path, which)
+    epoch, model, params, meta = restore_for_inference(run_dir.path, which)
     config, train, test = run_splits(run_dir.path, meta, data_dir)
-    model = create_model(meta["model"], **meta["hparams"])
-    class_names = tuple(meta.get("class_names") or (str(k) for k in range(NUM_CLASSES)))
+    class_names = tuple(meta.get("class_names") or DIGIT_NAMES)
     predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
     figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
     rows = summarize(model)

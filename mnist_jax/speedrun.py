@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from mnist_jax.config import TrainConfig
-from mnist_jax.data import Datasets
+from mnist_jax.data import Datasets, Split
 from mnist_jax.trainer import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,7 @@ def _timed_run(config: TrainConfig, datasets: Datasets) -> dict[str, Any]:
     return {"seed": config.seed, "test_accuracy": result.metrics["test_accuracy"], "seconds": round(seconds, 3)}
 
 
-def _merged(datasets: Datasets):
+def _merged(datasets: Datasets) -> Split:
     """The training and validation splits back together."""
-    import numpy as np
-
-    from mnist_jax.data import Split
-
     return Split(np.concatenate([datasets.train.images, datasets.val.images]),
                  np.concatenate([datasets.train.labels, datasets.val.labels]))

@@ -82,6 +82,7 @@ def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indi
 def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
     count = images.shape[0]
+    batch_size = max(1, min(batch_size, count))  # a small split is not padded up to a whole large batch
     num_batches = -(-count // batch_size)
     padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
 

@@ -16,7 +16,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
-from mnist_jax.models import PIXEL_SCALE, create_model, model_hparams
+from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams
 from mnist_jax.optim import create_optimizer
 from mnist_jax.train import TrainState, create_train_state, epoch_batches, evaluate, train_one_step, train_steps
 
@@ -58,8 +58,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
     checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
     try:
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
-        if run_dir and not resume:
-            _write_run_files(run_dir, config)
+        if run_dir:  # only now: a resume that fails leaves the run as it was
+            _write_run_files(run_dir, config, environment=not resume)
         state, history = _train_epochs(config, datasets, state, history, run_dir, checkpointer, progress)
     finally:
         if checkpointer:
@@ -81,7 +81,7 @@ def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
 
 def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     """Fresh parameters and optimizer state for `config`."""
-    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    model = model_from_config(config)
     optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
     return create_train_state(model, optimizer, _init_rng(config.seed), config.loss, config.label_smoothing)
 
@@ -190,9 +190,10 @@ def predictor_meta(config: TrainConfig, datasets: Datasets, record: dict[str, An
     }
 
 
-def _write_run_files(run_dir: rd.RunDir, config: TrainConfig) -> None:
+def _write_run_files(run_dir: rd.RunDir, config: TrainConfig, environment: bool) -> None:
     run_dir.write_json(rd.CONFIG, config.to_dict())
-    run_dir.write_json(rd.ENVIRONMENT, describe_environment(config.seed))
+    if environment:
+        run_dir.write_json(rd.ENVIRONMENT, describe_environment(config.seed))
 
 
 def _restore(run_dir: rd.RunDir, checkpointer: Checkpointer, state: TrainState) -> tuple[TrainState, list]:

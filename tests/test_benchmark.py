@@ -47,3 +47,9 @@ def test_speedrun_reaches_99_percent_on_mnist(real_mnist_dir, capsys):
 def test_speedrun_rejects_zero_seeds(capsys):
     assert main(["speedrun", "--seeds", "0"]) == 2
     assert "--seeds must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "512", "--steps", "200"], ["--batch-size", "50000"]])
+def test_benchmark_refuses_more_steps_than_its_data_holds(argv, capsys):
+    assert main(["benchmark", "--model", "mlp", "--loop", "step", *argv]) == 2
+    assert "does not fit the 48,000 benchmark images" in capsys.readouterr().err

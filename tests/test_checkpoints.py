@@ -81,13 +81,13 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, digi
     assert result.metrics["epochs"] == 3
     # The damaged files were set aside, not deleted, and the new epoch 3 checkpoint is sound.
     assert len(list((tmp_path / "run" / "checkpoints.damaged").iterdir())) == 1
-    assert_trees_equal(restore_for_inference(run_dir.path, "latest")[1], result.state.params, atol=0)
+    assert_trees_equal(restore_for_inference(run_dir.path, "latest")[2], result.state.params, atol=0)
 
 
 def test_restore_for_inference_matches_the_trained_parameters(tmp_path, digits):
     run_dir = RunDir.create(tmp_path / "run")
     result = train_and_evaluate(CONFIG, run_dir, datasets=digits)
-    epoch, params, meta = restore_for_inference(run_dir.path, "latest")
+    epoch, model, params, meta = restore_for_inference(run_dir.path, "latest")
     assert epoch == 2 and meta["model"] == "mlp" and meta["hparams"]["dropout"] == 0.3
     assert meta["class_names"] == [str(d) for d in range(10)] and meta["dataset"] == "digits"
     assert_trees_equal(params, result.state.params, atol=0)

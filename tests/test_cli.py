@@ -120,3 +120,22 @@ def test_batch_larger_than_the_data_writes_nothing(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--batch-size", "5000", "--run-dir", str(tmp_path / "run")]) == 2
     assert "--batch-size 5000 is larger than the" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_failed_resume_leaves_the_configuration_alone(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "digits", "model": "mlp", "epochs": 1}))
+    assert main(["train", "--resume", str(run_dir), "--epochs", "7", "--no-progress"]) == 2
+    assert "has no checkpoint to resume from" in capsys.readouterr().err
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize("content,message", [("[1, 2]", "is not a JSON object"),
+                                             ('{"epochs": "3"}', "has a value of the wrong type"),
+                                             ("{not json", "Cannot read the configuration")])
+def test_bad_configuration_file_is_one_sentence(tmp_path, capsys, content, message):
+    (tmp_path / "config.json").write_text(content)
+    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

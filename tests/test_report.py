@@ -81,7 +81,7 @@ def test_report_is_self_contained(page):
 
 
 def test_classification_json_equals_scikit_learn_on_the_best_checkpoint(run_dir, page):
-    epoch, params, meta = restore_for_inference(run_dir.path, "best")
+    epoch, _, params, meta = restore_for_inference(run_dir.path, "best")
     _, test = load_train_test("digits", "idx", None)
     logits = predict_logits(create_model(meta["model"], **meta["hparams"]).apply, params,
                             jax.device_put(test.images), CONFIG_VALUES.eval_batch_size)

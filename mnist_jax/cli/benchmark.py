@@ -3,13 +3,14 @@
 import argparse
 import json
 
+from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
 from mnist_jax.cli.train import MODEL_FLAGS, add_config_flags, config_from_args
 
 BENCHMARK_FLAGS = {
     **MODEL_FLAGS,
     "--batch-size": ("batch_size", int, None, "training batch size"),
-    "--loop": ("loop", str, ("scan", "step"), "scan: all timed steps in one jitted call; step: one call per step"),
+    "--loop": ("loop", str, cfg.LOOPS, "scan: all timed steps in one jitted call; step: one call per step"),
     "--seed": ("seed", int, None, "seed for parameters and synthetic data"),
 }
 

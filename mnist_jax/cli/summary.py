@@ -18,12 +18,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_jax.models import create_model, model_hparams
+    from mnist_jax.models import model_from_config, model_hparams
     from mnist_jax.summary import format_summary, summarize, summary_totals, xla_flops
 
     config = config_from_args(args, MODEL_FLAGS)
+    model = model_from_config(config)
     hparams = model_hparams(config.model, config.to_dict())
-    model = create_model(config.model, **hparams)
     rows = summarize(model)
     compiled_flops = xla_flops(model)
     if args.diagram:

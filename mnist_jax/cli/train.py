@@ -105,6 +105,5 @@ def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
         if config.schedule != "constant":
             log.warning("The %s schedule is stretched from %d to %d epochs, so the resumed run will not match an "
                         "uninterrupted one.", config.schedule, config.epochs, args.epochs)
-        config = config.replace(epochs=args.epochs)
-        run_dir.write_json(CONFIG, config.to_dict())
+        config = config.replace(epochs=args.epochs)  # written by the trainer once the checkpoint is restored
     return config
