@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# One short GPU check: the tests that matter, the benchmark (float32 and bfloat16) and the speedrun, in one call.
+# One short GPU check: the tests that matter, the benchmark (float32 and bfloat16), the speedrun and the
+# PyTorch comparison, in one call. Each step has its own time limit, and a failed step does not stop the rest.
 # Usage: MNIST_JAX_DATA_DIR=/path/to/mnist bash scripts/gpu_check.sh [OUT_DIR]
-# Needs a CUDA build of JAX: pip install -e '.[test]' 'jax[cuda12]'
+# Needs a CUDA build of JAX (pip install -e '.[test]' 'jax[cuda12]'); without installing the package, run it
+# with PYTHONPATH=. and it calls `python -m mnist_jax`. PYTHON picks the interpreter (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu_check_out}"
+py="${PYTHON:-python3}"
 mkdir -p "$out"
-python -c "import jax; print(jax.devices()); assert jax.default_backend() == 'gpu', 'no GPU backend'" \
+export PYTHONUNBUFFERED=1
+"$py" -c "import jax; print(jax.__version__, jax.devices()); assert jax.default_backend() == 'gpu', 'no GPU backend'" \
   || { echo "gpu_check: JAX sees no GPU" >&2; exit 2; }
+"$py" -m pip list 2>/dev/null | grep -iE '^(jax|jaxlib|jax-cuda.*|flax|optax|orbax-checkpoint|numpy|torch) ' | tee "$out/versions.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out/versions.txt"
 status=0
-python -m pytest -q tests/test_layers.py tests/test_train.py tests/test_compilation.py tests/test_predictor.py \
-  tests/test_full_mnist.py 2>&1 | tee "$out/tests.log" || status=1
+step() {  # step NAME SECONDS COMMAND...: run one step under a time limit, its output also in $out/NAME.log
+  local name="$1" limit="$2"; shift 2
+  echo "== $name"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" || { echo "== $name FAILED"; status=1; }
+}
+step speedrun 120 "$py" -m mnist_jax speedrun --seeds 5 --json
 for dtype in float32 bfloat16; do
   for batch in 64 1024; do
-    mnist-jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json | tee "$out/benchmark-cnn-$batch-$dtype.json" || status=1
+    step "benchmark-cnn-$batch-$dtype" 60 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json
   done
 done
-mnist-jax speedrun --seeds 5 --json | tee "$out/speedrun.json" || status=1
+if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  step compare-pytorch 120 "$py" scripts/compare_pytorch.py --batch-size 64 --steps 300 --repeats 5 --torch-device cuda --json
+fi
+step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_train.py tests/test_compilation.py \
+  tests/test_predictor.py tests/test_full_mnist.py
 exit "$status"

@@ -3,10 +3,15 @@
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from mnist_jax import data, idx
+
+# Tests compare our layers with reference ones in float32. GPUs default to TF32 matrix products, whose rounding
+# (~1e-3) would swamp those comparisons, so tests ask every backend for full float32 precision.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def write_mnist_dir(folder: Path, train: data.Split, test: data.Split, gzip: bool = True) -> Path:
