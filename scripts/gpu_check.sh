@@ -15,15 +15,15 @@ export PYTHONUNBUFFERED=1
 "$py" -m pip list 2>/dev/null | grep -iE '^(jax|jaxlib|jax-cuda.*|flax|optax|orbax-checkpoint|numpy|torch) ' | tee "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out/versions.txt"
 status=0
-step() {  # step NAME SECONDS COMMAND...: run one step under a time limit, its output also in $out/NAME.log
-  local name="$1" limit="$2"; shift 2
-  echo "== $name"
-  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" || { echo "== $name FAILED"; status=1; }
+step() {  # step LOG SECONDS COMMAND...: run one step under a time limit, its output also appended to $out/LOG.log
+  local log="$1" limit="$2"; shift 2
+  echo "== $*"
+  timeout "$limit" "$@" 2>&1 | tee -a "$out/$log.log" || { echo "== FAILED: $*"; status=1; }
 }
 step speedrun 120 "$py" -m mnist_jax speedrun --seeds 5 --json
 for dtype in float32 bfloat16; do
   for batch in 64 1024; do
-    step "benchmark-cnn-$batch-$dtype" 60 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json
+    step benchmarks 60 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json
   done
 done
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
