@@ -20,15 +20,15 @@ step() {  # step LOG SECONDS COMMAND...: run one step under a time limit, its ou
   echo "== $*"
   timeout "$limit" "$@" 2>&1 | tee -a "$out/$log.log" || { echo "== FAILED: $*"; status=1; }
 }
-step speedrun 120 "$py" -m mnist_jax speedrun --seeds 5 --json
+step speedrun 90 "$py" -m mnist_jax speedrun --seeds 5 --json
 for dtype in float32 bfloat16; do
   for batch in 64 1024; do
-    step benchmarks 60 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json
+    step benchmarks 40 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --dtype "$dtype" --json
   done
 done
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  step compare-pytorch 120 "$py" scripts/compare_pytorch.py --batch-size 64 --steps 300 --repeats 5 --torch-device cuda --json
+  step compare-pytorch 90 "$py" scripts/compare_pytorch.py --batch-size 64 --steps 300 --repeats 5 --torch-device cuda --json
 fi
-step tests 240 "$py" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_train.py tests/test_compilation.py \
+step tests 180 "$py" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_train.py tests/test_compilation.py \
   tests/test_predictor.py tests/test_full_mnist.py
 exit "$status"
