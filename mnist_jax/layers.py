@@ -6,9 +6,12 @@ about 100x slower, while matrix products stay fast; and the gradient of `nn.max_
 straightforward `nn.Conv` and `nn.max_pool`).
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Conv(nn.Conv):
@@ -80,6 +83,106 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
 
 
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+@jax.custom_vjp
+def max_over_phases(y_Fx4x___: jax.Array) -> jax.Array:
+    """Maximum over axis 1, which holds the four positions (0,0), (0,1), (1,0), (1,1) of each 2x2 pooling window.
+
+    Like `max_pool_2x2`, its gradient goes to the first maximum in that (row-major) order, as select_and_scatter's.
+    """
+    return y_Fx4x___.max(axis=1)
+
+
+def _max_over_phases_forward(y):
+    pooled = max_over_phases(y)
+    return pooled, (y, pooled)
+
+
+def _max_over_phases_backward(residuals, grad):
+    y, pooled = residuals
+    taken = jnp.zeros(pooled.shape, bool)
+    grads = []
+    for phase in range(4):
+        first = (y[:, phase] == pooled) & ~taken
+        taken |= first
+        grads.append(jnp.where(first, grad, 0))
+    return (jnp.stack(grads, 1),)
+
+
+max_over_phases.defvjp(_max_over_phases_forward, _max_over_phases_backward)
+
+
+def max_pool_2x2_channels_first(x_CxBxHxW: jax.Array) -> jax.Array:
+    """`max_pool_2x2` for channels-first (C, B, H, W) arrays, as one-channel images (a free reshape)."""
+    c, b, h, w = x_CxBxHxW.shape
+    return max_pool_2x2(x_CxBxHxW.reshape(c * b, h, w, 1)).reshape(c, b, h // 2, w // 2)
+
+
+class ConvPoolOneChannel(nn.Module):
+    """`max_pool_2x2(nn.Conv(features, kernel_size, padding="VALID")(x))` for one-channel images, in one product.
+
+    Takes (B, H, W) and returns channels-first (F, B, H', W'), the layout `ChannelsFirstConv` reads. Same
+    parameters as `nn.Conv`. Why: window position (a, b) of pooled pixel (i, j) with kernel tap (di, dj) reads
+    input pixel (2i + a + di, 2j + b + dj), so all four window positions of all taps need only (kh + 1)(kw + 1)
+    strided copies of the image (36 for 5x5, not 100 patch columns); one product with a (4F, 36) kernel computes
+    every window position, and pooling is a max over a leading axis, cheap forwards and backwards.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    dtype: Any = jnp.float32
+    CONV_OUTPUTS_PER_OUTPUT = 4  # each output is the max of four convolution outputs (the summary counts FLOPs)
+
+    @nn.compact
+    def __call__(self, x_BxHxW: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, 1, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxW, kernel, bias, dtype=self.dtype)
+        b, h, w = x.shape
+        h2, w2 = (h - kh + 1) // 2, (w - kw + 1) // 2
+        shifted_SxBxH2xW2 = jnp.stack([x[:, s:s + 2 * h2 - 1:2, t:t + 2 * w2 - 1:2]
+                                       for s in range(kh + 1) for t in range(kw + 1)])
+        y = _phase_kernel(kernel) @ shifted_SxBxH2xW2.reshape((kh + 1) * (kw + 1), -1)
+        # max(conv) + bias == max(conv + bias) exactly (rounding is monotonic); adding after the max is a quarter
+        # of the work, and measurably faster to train.
+        return max_over_phases(y.reshape(self.features, 4, b, h2, w2)) + bias[:, None, None, None]
+
+
+def _phase_kernel(kernel_HxWx1xF: jax.Array) -> jax.Array:
+    """(4F, (kh+1)(kw+1)) weights: row (f, a, b) puts tap (di, dj) of filter f on shifted image (a + di, b + dj)."""
+    kh, kw, _, features = kernel_HxWx1xF.shape
+    placement = np.zeros((2, 2, kh, kw, kh + 1, kw + 1), np.float32)
+    for a, b, di, dj in np.ndindex(2, 2, kh, kw):
+        placement[a, b, di, dj, a + di, b + dj] = 1
+    weights = jnp.einsum("abijst,ijf->fabst", placement.astype(kernel_HxWx1xF.dtype), kernel_HxWx1xF[:, :, 0])
+    return weights.reshape(4 * features, (kh + 1) * (kw + 1))
+
+
+class ChannelsFirstConv(nn.Module):
+    """`nn.Conv(features, kernel_size, padding="VALID")` on channels-first (C, B, H, W) input, same parameters.
+
+    Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis last, the shape XLA:CPU's matrix
+    products run fastest when there are few filters (the first layout-bound layers of a small network).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_CxBxHxW: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        c, b, h, w = x_CxBxHxW.shape
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x_CxBxHxW, kernel, bias, dtype=self.dtype)
+        out_h, out_w = h - kh + 1, w - kw + 1
+        # Patch rows in (row, col, channel) order, the order of kernel.reshape(-1, features).
+        patches = jnp.stack([x[:, :, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)])
+        y = kernel.reshape(kh * kw * c, self.features).T @ patches.reshape(kh * kw * c, -1)
+        return y.reshape(self.features, b, out_h, out_w) + bias[:, None, None, None]
 
 
 class PlainCNN(nn.Module):

@@ -177,12 +177,12 @@ def _module_row(module: nn.Module, args: tuple, outputs: Any, flops: int, count_
 
 
 def _kernel_flops(module: nn.Module, outputs: Any) -> int:
-    """2 x output elements x kernel inputs per output, for Conv and Dense; other modules count 0."""
-    if not isinstance(module, (nn.Conv, nn.Dense)):
+    """2 x output elements x kernel inputs per output, for layers with a kernel (Conv, Dense); others count 0."""
+    kernel = module.variables.get("params", {}).get("kernel")
+    if kernel is None:
         return 0
-    kernel = module.variables["params"]["kernel"]
     inputs_per_output = kernel.size // kernel.shape[-1]  # (kh, kw, in, out) or (in, out)
-    outputs_per_image = outputs.size // BATCH
+    outputs_per_image = outputs.size // BATCH * getattr(module, "CONV_OUTPUTS_PER_OUTPUT", 1)  # fused pooling
     return FLOPS_PER_MULTIPLY_ADD * outputs_per_image * inputs_per_output
 
 

@@ -10,6 +10,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from mnist_jax.compilation import FAST_COMPILE
 from mnist_jax.losses import LOSSES, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
 
@@ -28,7 +29,7 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                        loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
     """Initialise parameters with a dummy batch and wrap them with the optimizer."""
 
-    @jax.jit  # one compilation, instead of one per operation of an eager init
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)  # one compilation, not one per eager operation
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
         return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
@@ -59,7 +60,7 @@ def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+@functools.partial(jax.jit, donate_argnums=0, compiler_options=FAST_COMPILE)
 def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
                 rng: jax.Array) -> tuple[TrainState, Metrics]:
     """Run one train_step per row of batch indices in a single jitted lax.scan; return summed metrics."""
@@ -71,14 +72,14 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_i
     return state, jax.tree.map(jnp.sum, metrics_S)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+@functools.partial(jax.jit, donate_argnums=0, compiler_options=FAST_COMPILE)
 def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indices_B: jax.Array,
                    rng: jax.Array) -> tuple[TrainState, Metrics]:
     """Gather one batch on the device and take one train_step (the per-step loop, for comparison)."""
     return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size"), compiler_options=FAST_COMPILE)
 def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
     count = images.shape[0]

