@@ -10,7 +10,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax.compilation import FAST_COMPILE
+from mnist_jax.compilation import jit
 from mnist_jax.losses import LOSSES, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
 
@@ -29,7 +29,7 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                        loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
     """Initialise parameters with a dummy batch and wrap them with the optimizer."""
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)  # one compilation, not one per eager operation
+    @jit  # one compilation, instead of one per operation of an eager init
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
         return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
@@ -52,7 +52,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
 
 
-@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
+@functools.partial(jit, static_argnames=("num_examples", "batch_size"))
 def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
     """Shuffle the example indices and cut them into (steps, batch_size); the remainder is skipped."""
     steps = num_examples // batch_size
@@ -60,7 +60,7 @@ def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, donate_argnums=0, compiler_options=FAST_COMPILE)
+@functools.partial(jit, donate_argnums=0)
 def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
                 rng: jax.Array) -> tuple[TrainState, Metrics]:
     """Run one train_step per row of batch indices in a single jitted lax.scan; return summed metrics."""
@@ -72,14 +72,14 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_i
     return state, jax.tree.map(jnp.sum, metrics_S)
 
 
-@functools.partial(jax.jit, donate_argnums=0, compiler_options=FAST_COMPILE)
+@functools.partial(jit, donate_argnums=0)
 def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indices_B: jax.Array,
                    rng: jax.Array) -> tuple[TrainState, Metrics]:
     """Gather one batch on the device and take one train_step (the per-step loop, for comparison)."""
     return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size"), compiler_options=FAST_COMPILE)
+@functools.partial(jit, static_argnames=("apply_fn", "batch_size"))
 def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
     count = images.shape[0]
@@ -100,7 +100,7 @@ def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, b
     return {name: float(value) for name, value in metrics.items()}
 
 
-@jax.jit
+@jit
 def _mean_metrics(logits: jax.Array, labels: jax.Array) -> Metrics:
     return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
             "accuracy": accuracy(logits, labels).mean()}

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from mnist_jax import rundir as rd
 from mnist_jax.checkpoints import Checkpointer
+from mnist_jax.compilation import jit
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment, package_versions
@@ -86,12 +87,12 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     return create_train_state(model, optimizer, _init_rng(config.seed), config.loss, config.label_smoothing)
 
 
-@jax.jit
+@jit
 def _init_rng(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
 
 
-@jax.jit  # seed and epoch are traced: one compilation serves every epoch
+@jit  # seed and epoch are traced: one compilation serves every epoch
 def epoch_rngs(seed: int, epoch: int) -> tuple[jax.Array, jax.Array]:
     """The (shuffle, dropout) keys of an epoch, derived from the seed alone so a resumed run repeats them."""
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
@@ -116,7 +117,7 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     return state, {f"train_{name}": float(value) / len(batches) for name, value in totals.items()}
 
 
-@jax.jit
+@jit
 def _add(totals: dict[str, jax.Array], metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return jax.tree.map(jnp.add, totals, metrics)
 
