@@ -10,10 +10,10 @@ import jax
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # recorded once per XLA compilation
 
-# LLVM optimisation level 1 instead of XLA's default 2 for the training and inference programs: on XLA:CPU it
+# LLVM optimisation level 1 instead of XLA's default 2 for the training and evaluation programs: on XLA:CPU it
 # compiles the speedrun's training program in about half the time, with no measurable loss of training speed on
 # the CPU or the GPU (BENCHMARKS.md has the measurements).
-FAST_COMPILE = {"xla_backend_optimization_level": 1}  # every program of ours compiles through `jit` below
+FAST_COMPILE = {"xla_backend_optimization_level": 1}  # training and evaluation programs compile through `jit`
 
 
 def jit(fun: Callable | None = None, **options: Any) -> Any:
