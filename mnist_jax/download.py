@@ -43,6 +43,7 @@ XDG_CACHE_ENV = "XDG_CACHE_HOME"
 CACHE_SUBDIR = Path("mnist_jax") / "mnist"
 CHUNK_SIZE = 1 << 16
 TEMP_SUFFIX = ".part"
+STAMP_SUFFIX = ".verified"  # beside each cached file: its md5, size and mtime when it last passed the check
 USER_AGENT = "mnist_jax-downloader"
 OFFLINE_HINT = (
     "pass --data-dir or set MNIST_JAX_DATA_DIR to a folder with the four MNIST files, "
@@ -101,14 +102,38 @@ def _is_cached(path: Path, md5: str) -> bool:
     """Return True if path holds a gzip file whose decompressed md5 matches."""
     if not path.exists():
         return False
+    # Decompressing 55 MB costs about half a second a run; a file unchanged since it passed is trusted.
+    if _read_stamp(path) == _stamp(path, md5):
+        return True
     try:
         if _decompressed_md5(path) == md5:
+            _write_stamp(path, md5)
             return True
         reason = "wrong md5"
     except _DOWNLOAD_ERRORS as err:
         reason = f"unreadable: {err}"
     log.warning("Cached %s is corrupt (%s); downloading it again", path, reason)
     return False
+
+
+def _stamp(path: Path, md5: str) -> str:
+    """What identifies a verified file: the md5 it passed, and its size and modification time since."""
+    stat = path.stat()
+    return f"{md5} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def _read_stamp(path: Path) -> str | None:
+    try:
+        return path.with_name(path.name + STAMP_SUFFIX).read_text()
+    except OSError:
+        return None
+
+
+def _write_stamp(path: Path, md5: str) -> None:
+    try:
+        path.with_name(path.name + STAMP_SUFFIX).write_text(_stamp(path, md5))
+    except OSError as err:  # a read-only cache still works, it is only checked every time
+        log.debug("Could not record that %s was verified: %s", path, err)
 
 
 def _decompressed_md5(path: Path) -> str:
@@ -173,6 +198,7 @@ def _download_verified(url: str, md5: str, path: Path, timeout: float, progress:
             raise _ChecksumMismatch(f"decompressed md5 {actual} != expected {md5}")
         # os.replace is atomic on one filesystem: readers see the old file or the whole new one.
         os.replace(tmp, path)
+        _write_stamp(path, md5)
     finally:
         # Also runs on KeyboardInterrupt, so no half file is ever left behind.
         tmp.unlink(missing_ok=True)

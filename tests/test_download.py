@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jax import download
-from mnist_jax.download import MIRRORS, default_cache_dir, fetch_mnist
+from mnist_jax.download import MIRRORS, STAMP_SUFFIX, default_cache_dir, fetch_mnist
 from mnist_jax.errors import DataError
 
 LOCALHOST = "127.0.0.1"
@@ -150,7 +150,7 @@ def test_fetch_downloads_all_files_into_cache(tmp_path, server, fake_files):
     assert result == cache
     for name, data in fake_files.items():
         assert (cache / name).read_bytes() == data
-    assert sorted(p.name for p in cache.iterdir()) == sorted(fake_files)
+    assert sorted(p.name for p in cache.iterdir()) == verified_listing(fake_files)  # no temporary file left
 
 
 def test_second_call_makes_no_requests(tmp_path, server, fake_files):
@@ -163,6 +163,11 @@ def test_second_call_makes_no_requests(tmp_path, server, fake_files):
     assert len(server.requests) == len(fake_files)
 
 
+def verified_listing(files) -> list[str]:
+    """The cache folder after a good download: each file, and the stamp that records it passed its md5."""
+    return sorted([*files, *(name + STAMP_SUFFIX for name in files)])
+
+
 def test_cached_files_need_no_network_at_all(tmp_path, fake_files):
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -170,6 +175,28 @@ def test_cached_files_need_no_network_at_all(tmp_path, fake_files):
         (cache / name).write_bytes(data)
 
     assert fetch(cache, [f"http://{LOCALHOST}:{closed_port()}/"]) == cache
+
+
+def test_a_verified_cache_is_not_decompressed_again_until_a_file_changes(tmp_path, fake_files, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name, data in fake_files.items():
+        (cache / name).write_bytes(data)
+    checked = []
+    real_md5 = download._decompressed_md5
+    monkeypatch.setattr(download, "_decompressed_md5", lambda path: checked.append(path.name) or real_md5(path))
+    offline = [f"http://{LOCALHOST}:{closed_port()}/"]
+
+    fetch(cache, offline)
+    assert sorted(checked) == sorted(fake_files)  # the first load verifies every file
+    checked.clear()
+    fetch(cache, offline)
+    assert checked == []  # later loads trust the stamps
+    name = next(iter(fake_files))
+    (cache / name).write_bytes(gzip.compress(b"tampered"))
+    with pytest.raises(DataError):  # the changed file is checked again, fails, and cannot be fetched offline
+        fetch(cache, offline)
+    assert checked == [name]
 
 
 def test_md5_is_checked_on_decompressed_bytes(tmp_path, server, fake_files):
@@ -212,7 +239,7 @@ def test_default_cache_dir_used_when_none(tmp_path, server, fake_files, monkeypa
     result = fetch_mnist(None, [mirror], timeout=FAST_TIMEOUT, progress=False)
 
     assert result == tmp_path / "from_env"
-    assert len(list(result.iterdir())) == len(fake_files)
+    assert sorted(p.name for p in result.iterdir()) == verified_listing(fake_files)
 
 
 # --- mirror fallback ----------------------------------------------------------
@@ -248,7 +275,7 @@ def test_corrupt_first_mirror_falls_back_to_second(tmp_path, server, fake_files,
     for name, data in fake_files.items():
         assert (cache / name).read_bytes() == data
     assert "failed" in caplog.text
-    assert sorted(p.name for p in cache.iterdir()) == sorted(fake_files)
+    assert sorted(p.name for p in cache.iterdir()) == verified_listing(fake_files)  # no temporary file left
 
 
 def test_unreachable_mirror_is_skipped_for_later_files(tmp_path, server, fake_files,
