@@ -68,30 +68,32 @@ def _max_pool_forward(x):
 def _max_pool_backward(residuals, grad_BxH2xW2xC):
     x, pooled = residuals
     windows = _windows(x)
-    taken = jnp.zeros(pooled.shape, bool)
-    rows = []
-    for row in (0, 1):
-        cols = []
-        for col in (0, 1):  # row-major order: the first maximum found takes the whole gradient
-            first = (windows[:, :, row, :, col] == pooled) & ~taken
-            taken |= first
-            cols.append(jnp.where(first, grad_BxH2xW2xC, 0))
-        rows.append(jnp.stack(cols, 3))  # (B, H/2, W/2, 2, C)
+    positions = [windows[:, :, row, :, col] for row in (0, 1) for col in (0, 1)]  # row-major window order
+    grads = _to_first_maximum(positions, pooled, grad_BxH2xW2xC)
+    rows = [jnp.stack(grads[2 * row:2 * row + 2], 3) for row in (0, 1)]  # (B, H/2, W/2, 2, C) each
     b, h2, w2, c = pooled.shape
     grad_x = jnp.stack(rows, 2).reshape(b, h2 * 2, w2 * 2, c)  # (B, H/2, 2, W/2, 2, C) back to rows and columns
     return (jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - h2 * 2), (0, x.shape[2] - w2 * 2), (0, 0))),)
+
+
+def _to_first_maximum(positions: list[jax.Array], pooled: jax.Array, grad: jax.Array) -> list[jax.Array]:
+    """Each window position's gradient: all of `grad` where it is the first maximum in order, else zero."""
+    taken = jnp.zeros(pooled.shape, bool)
+    grads = []
+    for value in positions:  # the first maximum found takes the whole gradient, as in select_and_scatter
+        first = (value == pooled) & ~taken
+        taken |= first
+        grads.append(jnp.where(first, grad, 0))
+    return grads
 
 
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 @jax.custom_vjp
-def max_over_phases(y_Fx4x___: jax.Array) -> jax.Array:
-    """Maximum over axis 1, which holds the four positions (0,0), (0,1), (1,0), (1,1) of each 2x2 pooling window.
-
-    Like `max_pool_2x2`, its gradient goes to the first maximum in that (row-major) order, as select_and_scatter's.
-    """
-    return y_Fx4x___.max(axis=1)
+def max_over_phases(y_Fx4xBxHxW: jax.Array) -> jax.Array:
+    """2x2 max pooling of values whose axis 1 holds each window's four positions, in row-major order."""
+    return y_Fx4xBxHxW.max(axis=1)  # its gradient goes to the first maximum, exactly as max_pool_2x2's
 
 
 def _max_over_phases_forward(y):
@@ -99,35 +101,38 @@ def _max_over_phases_forward(y):
     return pooled, (y, pooled)
 
 
-def _max_over_phases_backward(residuals, grad):
+def _max_over_phases_backward(residuals, grad_FxBxHxW):
     y, pooled = residuals
-    taken = jnp.zeros(pooled.shape, bool)
-    grads = []
-    for phase in range(4):
-        first = (y[:, phase] == pooled) & ~taken
-        taken |= first
-        grads.append(jnp.where(first, grad, 0))
-    return (jnp.stack(grads, 1),)
+    return (jnp.stack(_to_first_maximum([y[:, phase] for phase in range(4)], pooled, grad_FxBxHxW), 1),)
 
 
 max_over_phases.defvjp(_max_over_phases_forward, _max_over_phases_backward)
 
 
+@jax.custom_vjp  # one operation to `mnist-jax summary`, not four reshapes and a pooling
 def max_pool_2x2_channels_first(x_CxBxHxW: jax.Array) -> jax.Array:
-    """`max_pool_2x2` for channels-first (C, B, H, W) arrays, as one-channel images (a free reshape)."""
+    """`max_pool_2x2` for channels-first (C, B, H, W) arrays."""
+    return _pool_as_one_channel_images(x_CxBxHxW)
+
+
+def _pool_as_one_channel_images(x_CxBxHxW: jax.Array) -> jax.Array:
+    # (C, B, H, W) reshapes for free into C * B one-channel images, which max_pool_2x2 pools with its exact gradient.
     c, b, h, w = x_CxBxHxW.shape
     return max_pool_2x2(x_CxBxHxW.reshape(c * b, h, w, 1)).reshape(c, b, h // 2, w // 2)
 
 
-class ConvPoolOneChannel(nn.Module):
-    """`max_pool_2x2(nn.Conv(features, kernel_size, padding="VALID")(x))` for one-channel images, in one product.
+max_pool_2x2_channels_first.defvjp(lambda x: jax.vjp(_pool_as_one_channel_images, x),
+                                   lambda pullback, grad: pullback(grad))
 
-    Takes (B, H, W) and returns channels-first (F, B, H', W'), the layout `ChannelsFirstConv` reads. Same
-    parameters as `nn.Conv`. Why: window position (a, b) of pooled pixel (i, j) with kernel tap (di, dj) reads
-    input pixel (2i + a + di, 2j + b + dj), so all four window positions of all taps need only (kh + 1)(kw + 1)
-    strided copies of the image (36 for 5x5, not 100 patch columns); one product with a (4F, 36) kernel computes
-    every window position, and pooling is a max over a leading axis, cheap forwards and backwards.
-    """
+
+class ConvPoolOneChannel(nn.Module):
+    """`max_pool_2x2(nn.Conv(features, kernel_size, padding="VALID")(x))` of (B, H, W) images, as (F, B, H', W')."""
+
+    # Why one product: window position (a, b) of pooled pixel (i, j) with kernel tap (di, dj) reads input pixel
+    # (2i + a + di, 2j + b + dj), so all four window positions of all taps need only (kh + 1)(kw + 1) strided
+    # copies of the image (36 for 5x5, not 100 patch columns). One product with a (4F, 36) kernel computes every
+    # window position; pooling is then a max over a leading axis, cheap forwards and backwards. The output is
+    # channels-first, the layout `ChannelsFirstConv` reads, and the parameters are `nn.Conv`'s.
 
     features: int
     kernel_size: tuple[int, int]
@@ -140,14 +145,16 @@ class ConvPoolOneChannel(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, 1, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxW, kernel, bias, dtype=self.dtype)
-        b, h, w = x.shape
+        batch, h, w = x.shape
         h2, w2 = (h - kh + 1) // 2, (w - kw + 1) // 2
+        if h2 < 1 or w2 < 1:
+            raise ValueError(f"{h}x{w} images leave no 2x2 window after a {kh}x{kw} convolution.")
         shifted_SxBxH2xW2 = jnp.stack([x[:, s:s + 2 * h2 - 1:2, t:t + 2 * w2 - 1:2]
                                        for s in range(kh + 1) for t in range(kw + 1)])
         y = _phase_kernel(kernel) @ shifted_SxBxH2xW2.reshape((kh + 1) * (kw + 1), -1)
-        # max(conv) + bias == max(conv + bias) exactly (rounding is monotonic); adding after the max is a quarter
-        # of the work, and measurably faster to train.
-        return max_over_phases(y.reshape(self.features, 4, b, h2, w2)) + bias[:, None, None, None]
+        # max(conv) + bias has the values of max(conv + bias) (rounding is monotonic) with a quarter of the
+        # additions, and trains measurably faster; only a tie made by rounding could send a gradient elsewhere.
+        return max_over_phases(y.reshape(self.features, 4, batch, h2, w2)) + bias[:, None, None, None]
 
 
 def _phase_kernel(kernel_HxWx1xF: jax.Array) -> jax.Array:
@@ -161,11 +168,10 @@ def _phase_kernel(kernel_HxWx1xF: jax.Array) -> jax.Array:
 
 
 class ChannelsFirstConv(nn.Module):
-    """`nn.Conv(features, kernel_size, padding="VALID")` on channels-first (C, B, H, W) input, same parameters.
+    """`nn.Conv(features, kernel_size, padding="VALID")` on channels-first (C, B, H, W) input, same parameters."""
 
-    Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis last, the shape XLA:CPU's matrix
-    products run fastest when there are few filters (the first layout-bound layers of a small network).
-    """
+    # Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis last, the shape XLA:CPU's
+    # matrix products run fastest with few filters, as in the first layers of a small network.
 
     features: int
     kernel_size: tuple[int, int]

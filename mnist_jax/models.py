@@ -56,12 +56,10 @@ class CNN(nn.Module):
 
 
 class SpeedrunCNN(nn.Module):
-    """A small two-convolution network for `mnist-jax speedrun`: Conv 5x5 -> pool -> Conv 3x3 -> pool -> Dense.
+    """A small two-convolution network for `mnist-jax speedrun`: Conv 5x5 -> pool -> Conv 3x3 -> pool -> Dense."""
 
-    The convolutions run channels-first (see layers.py), which is faster on XLA:CPU for so few filters; the
-    function and the parameters are those of the same network built from nn.Conv and nn.max_pool.
-    """
-
+    # The convolutions run channels-first (layers.py), faster on XLA:CPU with so few filters; the function and the
+    # parameter tree are those of the same network built from nn.Conv and nn.max_pool (tests/test_layers.py).
     filters: int = 16  # first convolution; the second has twice as many
     hidden: int = 128
     dropout: float = 0.0
@@ -69,8 +67,10 @@ class SpeedrunCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        # ReLU after pooling: the same values and gradients as before it (ReLU is monotonic), on a quarter of them.
-        x_FxBxHxW = nn.relu(ConvPoolOneChannel(self.filters, (5, 5), self.dtype, name="Conv_0")(x_BxHxWx1[..., 0]))
+        # Named as nn.Conv layers would be, so the parameter tree is the plain network's. ReLU after pooling: the
+        # same values and gradients as before it (ReLU is monotonic), on a quarter of the elements.
+        conv_pool = ConvPoolOneChannel(self.filters, (5, 5), self.dtype, name="Conv_0")
+        x_FxBxHxW = nn.relu(conv_pool(x_BxHxWx1[..., 0]))
         x_FxBxHxW = ChannelsFirstConv(2 * self.filters, (3, 3), self.dtype, name="Conv_1")(x_FxBxHxW)
         x_FxBxHxW = nn.relu(max_pool_2x2_channels_first(x_FxBxHxW))
         x = jnp.transpose(x_FxBxHxW, (1, 2, 3, 0))  # back to (B, H, W, F): Dense sees the nn.Conv flatten order

@@ -106,6 +106,26 @@ def test_conv_pool_one_channel_equals_nn_conv_then_max_pool_in_values_and_gradie
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), grads_ours, grads_ref)
 
 
+@pytest.mark.parametrize("kernel_size", [(5, 5), (3, 5)])
+def test_conv_pool_one_channel_gradients_follow_the_first_maximum_on_ties(kernel_size):
+    # Small integers everywhere: every sum is exact, so many windows tie and the gradients must match bit for bit.
+    x = jnp.round(jax.random.uniform(jax.random.key(0), (3, 28, 28, 1)) * 2)
+    ours, flax_conv = ConvPoolOneChannel(4, kernel_size), nn.Conv(4, kernel_size, padding="VALID")
+    params = jax.tree.map(lambda p: jnp.round(p * 4), flax_conv.init(jax.random.key(1), x))
+
+    def reference(p, x):
+        return to_channels_first(reference_pool(flax_conv.apply(p, x)))
+
+    conv = flax_conv.apply(params, x)
+    windows = conv[:, :conv.shape[1] // 2 * 2, :conv.shape[2] // 2 * 2]
+    windows = windows.reshape(3, conv.shape[1] // 2, 2, conv.shape[2] // 2, 2, 4)
+    assert ((windows == windows.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4)) > 1).sum() > 100  # many ties
+    cotangent = jnp.round(jax.random.normal(jax.random.key(2), reference(params, x).shape) * 2)
+    grads_ours = jax.grad(lambda p, x: (ours.apply(p, x[..., 0]) * cotangent).sum(), argnums=(0, 1))(params, x)
+    grads_ref = jax.grad(lambda p, x: (reference(p, x) * cotangent).sum(), argnums=(0, 1))(params, x)
+    jax.tree.map(np.testing.assert_array_equal, grads_ours, grads_ref)
+
+
 class PlainSpeedrunCNN(nn.Module):
     """The speedrun network written the obvious way, with Flax's own layers."""
 
