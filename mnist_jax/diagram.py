@@ -88,7 +88,8 @@ def _input_box(rows: list[LayerInfo]) -> _Box:
 
 
 def _layer_box(row: LayerInfo) -> _Box:
-    shapes = f"input:  {format_shape(row.input_shape)}\noutput: {format_shape(row.output_shape)}"
+    shapes = (f"input:  {format_shape(row.input_shape, row.input_batch_axis)}\n"
+              f"output: {format_shape(row.output_shape, row.output_batch_axis)}")
     default = MODULE_COLOUR if row.is_module else OPERATION_COLOUR
     return _Box(f"{row.name} ({row.kind})", shapes, COLOURS.get(row.kind, default))
 

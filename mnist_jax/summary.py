@@ -32,7 +32,8 @@ _EXIT_MARK = "mnist_jax_summary_exit"
 OPERATION_KINDS = {
     "relu": "ReLU", "relu6": "ReLU6", "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
     "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool", "max_pool_2x2": "MaxPool",
-    "reduce_window_sum": "SumPool", "convert_element_type": "Cast",
+    "max_pool_2x2_channels_first": "MaxPool", "reduce_window_sum": "SumPool", "convert_element_type": "Cast",
+    "squeeze": "Squeeze", "transpose": "Transpose",
 }
 
 
@@ -48,6 +49,8 @@ class LayerInfo:
     trainable_params: int = 0  # the layer's "params" collection
     flops: int = 0  # 2 per multiply-add of Conv and Dense kernels, per image
     is_module: bool = True  # False for an operation between submodules
+    input_batch_axis: int | None = 0  # where the batch is in each shape (channels-first layers carry it second)
+    output_batch_axis: int | None = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -56,6 +59,15 @@ class LayerInfo:
 
 def summarize(model: nn.Module) -> list[LayerInfo]:
     """Trace `model` on one abstract image and return its layers and in-between operations in execution order."""
+    rows = _traced_rows(model, BATCH)
+    # A second trace, one image wider, shows which axis of every shape is the batch.
+    wider = _traced_rows(model, BATCH + 1)
+    return [dataclasses.replace(row, input_batch_axis=_batch_axis(row.input_shape, other.input_shape),
+                                output_batch_axis=_batch_axis(row.output_shape, other.output_shape))
+            for row, other in zip(rows, wider, strict=True)]
+
+
+def _traced_rows(model: nn.Module, batch: int) -> list[LayerInfo]:
     variables = abstract_variables(model)
     recorder = _LayerRecorder()
 
@@ -63,8 +75,13 @@ def summarize(model: nn.Module) -> list[LayerInfo]:
         with nn.intercept_methods(recorder):
             return model.apply(variables, images, train=False)
 
-    jaxpr = jax.make_jaxpr(apply_recorded)(variables, _abstract_images())
+    jaxpr = jax.make_jaxpr(apply_recorded)(variables, _abstract_images(batch))
     return _in_execution_order(recorder.layers, jaxpr.jaxpr.eqns)
+
+
+def _batch_axis(shape: tuple[int, ...], wider_shape: tuple[int, ...]) -> int | None:
+    grown = [axis for axis, (size, wider) in enumerate(zip(shape, wider_shape)) if size != wider]
+    return grown[0] if len(grown) == 1 else None
 
 
 def abstract_variables(model: nn.Module) -> Any:
@@ -94,8 +111,8 @@ def summary_totals(rows: Iterable[LayerInfo]) -> dict[str, Any]:
 def format_summary(rows: list[LayerInfo], title: str | None = None, xla_flops: float | None = None) -> str:
     """A Keras-like text table: Layer (type), Output shape, Params, FLOPs, then the totals."""
     header = ("Layer (type)", "Output shape", "Params", "FLOPs")
-    cells = [(f"{row.name} ({row.kind})", format_shape(row.output_shape), f"{row.params:,}", f"{row.flops:,}")
-             for row in rows]
+    cells = [(f"{row.name} ({row.kind})", format_shape(row.output_shape, row.output_batch_axis), f"{row.params:,}",
+              f"{row.flops:,}") for row in rows]
     widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
     rule = "=" * (sum(widths) + 3 * (len(widths) - 1))
     lines = [f'Model: "{title}"'] if title else []
@@ -104,9 +121,9 @@ def format_summary(rows: list[LayerInfo], title: str | None = None, xla_flops: f
     return "\n".join(lines)
 
 
-def format_shape(shape: tuple[int, ...]) -> str:
-    """A shape as Keras prints it, the traced batch dimension shown as None (any batch size)."""
-    dims = ["None" if index == 0 and size == BATCH else str(size) for index, size in enumerate(shape)]
+def format_shape(shape: tuple[int, ...], batch_axis: int | None = 0) -> str:
+    """A shape as Keras prints it, the batch dimension shown as None (any batch size)."""
+    dims = ["None" if axis == batch_axis else str(size) for axis, size in enumerate(shape)]
     return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
 
@@ -249,6 +266,6 @@ def _snake_case(kind: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", "_", kind).lower()
 
 
-def _abstract_images() -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((BATCH, *IMAGE_SHAPE), jnp.float32)
+def _abstract_images(batch: int = BATCH) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), jnp.float32)
 

@@ -39,7 +39,8 @@ def test_rows_list_every_parameterised_layer_with_its_shapes_and_parameters(name
     assert set(parameterised) == set(params)
     for layer, row in parameterised.items():
         kernel_out = params[layer]["kernel"].shape[-1]
-        assert kernel_out in (row.output_shape[0], row.output_shape[-1])  # features last, or first (channels-first)
+        feature_axis = 0 if row.output_batch_axis == 1 else -1  # channels-first layers carry the batch second
+        assert row.output_shape[feature_axis] == kernel_out
         assert row.params == row.trainable_params == sum(leaf.size for leaf in params[layer].values())
     assert summary.summary_totals(rows)["total_params"] == PARAMETER_COUNTS[name]
     assert rows[-1].output_shape == (summary.BATCH, models.NUM_CLASSES)
@@ -95,6 +96,16 @@ def test_format_summary_is_a_keras_like_table(cnn_rows):
 def test_format_shape_shows_the_batch_as_none():
     assert summary.format_shape((1, 26, 26, 32)) == "(None, 26, 26, 32)"
     assert summary.format_shape((1,)) == "(None,)"
+    assert summary.format_shape((8, 1, 12, 12), batch_axis=1) == "(8, None, 12, 12)"
+    assert summary.format_shape((8, 4), batch_axis=None) == "(8, 4)"
+
+
+def test_channels_first_layers_show_their_batch_axis():
+    rows = {row.name: row for row in summary.summarize(models.create_model("speedrun", filters=8))}
+    assert rows["Conv_0"].input_batch_axis == 0 and rows["Conv_0"].output_batch_axis == 1
+    assert rows["Conv_0"].output_shape == (8, summary.BATCH, 12, 12)
+    assert rows["max_pool_0"].kind == "MaxPool" and rows["max_pool_0"].output_shape == (16, summary.BATCH, 5, 5)
+    assert rows["Dense_0"].input_batch_axis == 0
 
 
 def box_texts(figure):
@@ -113,8 +124,8 @@ def test_diagram_has_one_box_per_layer_with_its_shapes(name, hparams):
     assert len([patch for patch in figure.axes[0].patches if patch.get_gid() == "layer-box"]) == len(rows) + 1
     assert summary.format_shape(rows[0].input_shape) in shapes[0]
     for row, text in zip(rows, shapes[1:]):
-        assert text == (f"input:  {summary.format_shape(row.input_shape)}\n"
-                        f"output: {summary.format_shape(row.output_shape)}")
+        assert text == (f"input:  {summary.format_shape(row.input_shape, row.input_batch_axis)}\n"
+                        f"output: {summary.format_shape(row.output_shape, row.output_batch_axis)}")
 
 
 @pytest.mark.parametrize("name, hparams", [("cnn", {}), ("mlp", {"depth": 4})])
@@ -159,7 +170,8 @@ def test_cli_json_and_diagram(capsys, tmp_path):
     result = json.loads(capsys.readouterr().out)
     assert result["layers"][0] == {"name": "Conv_0", "kind": "Conv", "input_shape": [1, 28, 28, 1],
                                    "output_shape": [1, 26, 26, 8], "params": 80, "trainable_params": 80,
-                                   "flops": 2 * 26 * 26 * 8 * 9, "is_module": True}
+                                   "flops": 2 * 26 * 26 * 8 * 9, "is_module": True,
+                                   "input_batch_axis": 0, "output_batch_axis": 0}
     assert result["total_params"] == 80 + 13 * 13 * 8 * 128 + 128 + 1290
     assert result["xla_flops_per_image"] >= result["flops_per_image"]
     assert path.read_text().lstrip().startswith("<?xml")
