@@ -107,6 +107,9 @@ def main() -> int:
     jax_result = benchmark(config, steps=args.steps, repeats=args.repeats)
     plain = plain_flax_images_per_second(args.batch_size, args.steps, args.repeats)
     torch_result = torch_images_per_second(args.batch_size, args.steps, args.repeats, args.torch_device)
+    if (jax_result["backend"] == "gpu") != (args.torch_device == "cuda"):
+        print(f"warning: JAX runs on {jax_result['device']} but PyTorch on {args.torch_device}; the ratio compares "
+              "two different devices.", file=sys.stderr)
     ratio = jax_result["train_images_per_second"] / torch_result["torch_train_images_per_second"]
     result = {"jax_train_images_per_second": jax_result["train_images_per_second"],
               "plain_flax_step_loop_images_per_second": plain, **torch_result,
@@ -118,8 +121,9 @@ def main() -> int:
         print(f"article CNN, batch {args.batch_size}, {jax_result['processor']}:")
         print(f"  JAX (mnist_jax):  {result['jax_train_images_per_second']:>9,.0f} images/s")
         print(f"  plain Flax loop:  {plain:>9,.0f} images/s (nn.Conv, nn.max_pool, one jitted call per step)")
+        where = "cuda" if args.torch_device == "cuda" else f"cpu, {result['torch_threads']} threads"
         print(f"  PyTorch eager:    {result['torch_train_images_per_second']:>9,.0f} images/s "
-              f"(torch {result['torch_version']} on {args.torch_device}, {result['torch_threads']} threads)")
+              f"(torch {result['torch_version']} on {where})")
         print(f"  JAX / PyTorch:    {ratio:.2f}x")
     return 0
 

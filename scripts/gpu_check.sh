@@ -15,16 +15,17 @@ export PYTHONUNBUFFERED=1
 "$py" -m pip list 2>/dev/null | grep -iE '^(jax|jaxlib|jax-cuda.*|flax|optax|orbax-checkpoint|numpy|torch) ' | tee "$out/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out/versions.txt"
 status=0
-step() {  # step LOG SECONDS COMMAND...: run one step under a time limit, its output also appended to $out/LOG.log
-  local log="$1" limit="$2"; shift 2
+step() {  # step NAME SECONDS COMMAND...: run one step under a time limit; stdout to $out/NAME.out, stderr to NAME.log
+  local name="$1" limit="$2"; shift 2
   echo "== $*"
-  timeout "$limit" "$@" 2>&1 | tee -a "$out/$log.log" || { echo "== FAILED: $*"; status=1; }
+  timeout "$limit" "$@" 2>"$out/$name.log" | tee "$out/$name.out" || { echo "== FAILED: $* (see $out/$name.log)"; status=1; }
 }
 step speedrun 90 "$py" -m mnist_jax speedrun --seeds 5 --json
 for dtype in float32 bfloat16; do
   for batch in 64 1024; do
     steps=$(( batch >= 1024 ? 40 : 200 ))  # the benchmark refuses more steps than its 48,000 images hold
-    step benchmarks 40 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" --steps "$steps" --dtype "$dtype" --json
+    step "benchmark-cnn-$batch-$dtype" 40 "$py" -m mnist_jax benchmark --model cnn --batch-size "$batch" \
+      --steps "$steps" --dtype "$dtype" --json
   done
 done
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
