@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 
 TARGET_ACCURACY = 0.99
 # Two epochs of a small two-convolution net (8 and 16 filters) on all 60,000 training images (the test set stays
-# untouched until the end), batch 256, Adam with short-memory betas (0.7, 0.9) under a one-cycle schedule peaking
-# at 2e-2, and label smoothing 0.1, which keeps every seed above 99% with half the filters of our first recipe.
-RECIPE = TrainConfig(model="speedrun", filters=8, hidden=128, batch_size=256, epochs=2, optimizer="adam",
-                     learning_rate=2e-2, beta1=0.7, beta2=0.9, schedule="onecycle", label_smoothing=0.1,
+# untouched until the end), batch 128, Adam with short-memory betas (0.7, 0.9) under a one-cycle schedule peaking
+# at 1e-2, and label smoothing 0.1. Batch 256 at 2e-2 took the same time but left the worst seed at 99.02%;
+# batch 128 keeps every seed above 99.1% (BENCHMARKS.md).
+RECIPE = TrainConfig(model="speedrun", filters=8, hidden=128, batch_size=128, epochs=2, optimizer="adam",
+                     learning_rate=1e-2, beta1=0.7, beta2=0.9, schedule="onecycle", label_smoothing=0.1,
                      val_split=0.0, steps_per_call=0)
 
 
