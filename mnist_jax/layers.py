@@ -1,9 +1,9 @@
-"""Fast, exactly equivalent forms of the CNN's convolution and pooling for XLA:CPU.
+"""Fast, exactly equivalent forms of our CNNs' convolutions and pooling for XLA:CPU.
 
 Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
 about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
 ~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
-straightforward `nn.Conv` and `nn.max_pool`).
+straightforward `nn.Conv` and `nn.max_pool`). The channels-first layers serve the speedrun's small network.
 """
 
 from typing import Any

@@ -1,9 +1,10 @@
 """A Keras-like model summary, derived by tracing the model: layers, shapes, parameters, FLOPs.
 
-The rows come from one trace of `model.apply` on a single abstract image: `nn.intercept_methods` records every
+The rows come from a trace of `model.apply` on a single abstract image: `nn.intercept_methods` records every
 submodule call (name, type, shapes, variables), and the same trace's jaxpr supplies the operations that run between
 submodules (ReLU, max pooling, flatten). The interceptor drops a marker equation into the jaxpr where each layer
-starts and ends, so layers and in-between operations come out in the order the model runs them.
+starts and ends, so layers and in-between operations come out in the order the model runs them. A second trace
+with two images tells which axis of each shape is the batch.
 """
 
 import dataclasses
