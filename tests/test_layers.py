@@ -48,13 +48,16 @@ def test_cnn_equals_the_reference_model_in_logits_and_gradients():
     params = jax.tree.map(lambda p: p + 0.01, params)  # non-zero biases, so ties are not all at zero
     reference = PlainCNN()
     assert jax.tree.structure(reference.init(jax.random.key(1), images)["params"]) == jax.tree.structure(params)
+    assert_same_logits_and_gradients(ours, reference, params, images, labels)
 
+
+def assert_same_logits_and_gradients(ours, reference, params, images, labels):
     def loss(model, p):
         logits = model.apply({"params": p}, images)
         return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), logits
 
-    (loss_ours, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
-    (loss_ref, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
+    (_, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
+    (_, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
     np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
 
@@ -143,13 +146,4 @@ def test_speedrun_cnn_equals_the_reference_model_in_parameters_logits_and_gradie
     ours, reference = models.create_model("speedrun", filters=8), PlainSpeedrunCNN()
     params = ours.init(jax.random.key(1), images)["params"]
     jax.tree.map(np.testing.assert_array_equal, reference.init(jax.random.key(1), images)["params"], params)
-    params = jax.tree.map(lambda p: p + 0.01, params)
-
-    def loss(model, p):
-        logits = model.apply({"params": p}, images)
-        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), logits
-
-    (_, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
-    (_, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
-    np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
+    assert_same_logits_and_gradients(ours, reference, jax.tree.map(lambda p: p + 0.01, params), images, labels)
