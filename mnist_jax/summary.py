@@ -60,16 +60,16 @@ class LayerInfo:
 
 def summarize(model: nn.Module) -> list[LayerInfo]:
     """Trace `model` on one abstract image and return its layers and in-between operations in execution order."""
-    rows = _traced_rows(model, BATCH)
+    variables = abstract_variables(model)
+    rows = _traced_rows(model, variables, BATCH)
     # A second trace, one image wider, shows which axis of every shape is the batch.
-    wider = _traced_rows(model, BATCH + 1)
+    wider = _traced_rows(model, variables, BATCH + 1)
     return [dataclasses.replace(row, input_batch_axis=_batch_axis(row.input_shape, other.input_shape),
                                 output_batch_axis=_batch_axis(row.output_shape, other.output_shape))
             for row, other in zip(rows, wider, strict=True)]
 
 
-def _traced_rows(model: nn.Module, batch: int) -> list[LayerInfo]:
-    variables = abstract_variables(model)
+def _traced_rows(model: nn.Module, variables: Any, batch: int) -> list[LayerInfo]:
     recorder = _LayerRecorder()
 
     def apply_recorded(variables, images):
