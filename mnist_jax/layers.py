@@ -11,7 +11,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 class Conv(nn.Conv):
@@ -90,25 +89,6 @@ def _to_first_maximum(positions: list[jax.Array], pooled: jax.Array, grad: jax.A
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
 
 
-@jax.custom_vjp
-def max_over_phases(y_Fx4xBxHxW: jax.Array) -> jax.Array:
-    """2x2 max pooling of values whose axis 1 holds each window's four positions, in row-major order."""
-    return y_Fx4xBxHxW.max(axis=1)  # its gradient goes to the first maximum, exactly as max_pool_2x2's
-
-
-def _max_over_phases_forward(y):
-    pooled = max_over_phases(y)
-    return pooled, (y, pooled)
-
-
-def _max_over_phases_backward(residuals, grad_FxBxHxW):
-    y, pooled = residuals
-    return (jnp.stack(_to_first_maximum([y[:, phase] for phase in range(4)], pooled, grad_FxBxHxW), 1),)
-
-
-max_over_phases.defvjp(_max_over_phases_forward, _max_over_phases_backward)
-
-
 @jax.custom_vjp  # one operation to `mnist-jax summary`, not four reshapes and a pooling
 def max_pool_2x2_channels_first(x_CxBxHxW: jax.Array) -> jax.Array:
     """`max_pool_2x2` for channels-first (C, B, H, W) arrays."""
@@ -125,68 +105,30 @@ max_pool_2x2_channels_first.defvjp(lambda x: jax.vjp(_pool_as_one_channel_images
                                    lambda pullback, grad: pullback(grad))
 
 
-class ConvPoolOneChannel(nn.Module):
-    """`max_pool_2x2(nn.Conv(features, kernel_size, padding="VALID")(x))` of (B, H, W) images, as (F, B, H', W')."""
-
-    # Why one product: window position (a, b) of pooled pixel (i, j) with kernel tap (di, dj) reads input pixel
-    # (2i + a + di, 2j + b + dj), so all four window positions of all taps need only (kh + 1)(kw + 1) strided
-    # copies of the image (36 for 5x5, not 100 patch columns). One product with a (4F, 36) kernel computes every
-    # window position; pooling is then a max over a leading axis, cheap forwards and backwards. The output is
-    # channels-first, the layout `ChannelsFirstConv` reads, and the parameters are `nn.Conv`'s.
-
-    features: int
-    kernel_size: tuple[int, int]
-    dtype: Any = jnp.float32
-    CONV_OUTPUTS_PER_OUTPUT = 4  # each output is the max of four convolution outputs (the summary counts FLOPs)
-
-    @nn.compact
-    def __call__(self, x_BxHxW: jax.Array) -> jax.Array:
-        kh, kw = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, 1, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxW, kernel, bias, dtype=self.dtype)
-        batch, h, w = x.shape
-        h2, w2 = (h - kh + 1) // 2, (w - kw + 1) // 2
-        if h2 < 1 or w2 < 1:
-            raise ValueError(f"{h}x{w} images leave no 2x2 window after a {kh}x{kw} convolution.")
-        shifted_SxBxH2xW2 = jnp.stack([x[:, s:s + 2 * h2 - 1:2, t:t + 2 * w2 - 1:2]
-                                       for s in range(kh + 1) for t in range(kw + 1)])
-        y = _phase_kernel(kernel) @ shifted_SxBxH2xW2.reshape((kh + 1) * (kw + 1), -1)
-        # max(conv) + bias has the values of max(conv + bias) (rounding is monotonic) with a quarter of the
-        # additions, and trains measurably faster; only a tie made by rounding could send a gradient elsewhere.
-        return max_over_phases(y.reshape(self.features, 4, batch, h2, w2)) + bias[:, None, None, None]
-
-
-def _phase_kernel(kernel_HxWx1xF: jax.Array) -> jax.Array:
-    """(4F, (kh+1)(kw+1)) weights: row (f, a, b) puts tap (di, dj) of filter f on shifted image (a + di, b + dj)."""
-    kh, kw, _, features = kernel_HxWx1xF.shape
-    placement = np.zeros((2, 2, kh, kw, kh + 1, kw + 1), np.float32)
-    for a, b, di, dj in np.ndindex(2, 2, kh, kw):
-        placement[a, b, di, dj, a + di, b + dj] = 1
-    weights = jnp.einsum("abijst,ijf->fabst", placement.astype(kernel_HxWx1xF.dtype), kernel_HxWx1xF[:, :, 0])
-    return weights.reshape(4 * features, (kh + 1) * (kw + 1))
-
-
 class ChannelsFirstConv(nn.Module):
-    """`nn.Conv(features, kernel_size, padding="VALID")` on channels-first (C, B, H, W) input, same parameters."""
+    """`nn.Conv(features, kernel_size, strides, padding="VALID")` on channels-first (C, B, H, W) input, same parameters."""
 
     # Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis last, the shape XLA:CPU's
     # matrix products run fastest with few filters, as in the first layers of a small network.
 
     features: int
     kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_CxBxHxW: jax.Array) -> jax.Array:
-        kh, kw = self.kernel_size
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
         c, b, h, w = x_CxBxHxW.shape
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x_CxBxHxW, kernel, bias, dtype=self.dtype)
-        out_h, out_w = h - kh + 1, w - kw + 1
+        out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"{h}x{w} inputs are smaller than the {kh}x{kw} kernel.")
         # Patch rows in (row, col, channel) order, the order of kernel.reshape(-1, features).
-        patches = jnp.stack([x[:, :, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)])
+        patches = jnp.stack([x[:, :, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+                             for i in range(kh) for j in range(kw)])
         y = kernel.reshape(kh * kw * c, self.features).T @ patches.reshape(kh * kw * c, -1)
         return y.reshape(self.features, b, out_h, out_w) + bias[:, None, None, None]
 

@@ -200,8 +200,7 @@ def _kernel_flops(module: nn.Module, outputs: Any) -> int:
     if kernel is None:
         return 0
     inputs_per_output = kernel.size // kernel.shape[-1]  # (kh, kw, in, out) or (in, out)
-    outputs_per_image = outputs.size // BATCH * getattr(module, "CONV_OUTPUTS_PER_OUTPUT", 1)  # fused pooling
-    return FLOPS_PER_MULTIPLY_ADD * outputs_per_image * inputs_per_output
+    return FLOPS_PER_MULTIPLY_ADD * outputs.size // BATCH * inputs_per_output
 
 
 def _first_shape(tree: Any) -> tuple[int, ...]:
