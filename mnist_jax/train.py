@@ -27,15 +27,19 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
                        loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
-    """Initialise parameters with a dummy batch and wrap them with the optimizer."""
+    """Initialise parameters with a dummy batch and wrap them with the optimizer, as one compiled program."""
+    return _jitted_init(model, optimizer, rng, loss, label_smoothing)  # not one program per operation, as eagerly
 
-    @jit  # one compilation, instead of one per operation of an eager init
-    def init(rng):
-        variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
-                                 label_smoothing=label_smoothing)
 
-    return init(rng)
+def init_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
+                     loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
+    """The traceable body of `create_train_state`, for callers that derive `rng` in the same program."""
+    variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
+                             label_smoothing=label_smoothing)
+
+
+_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4))
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -52,12 +56,15 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
 
 
-@functools.partial(jit, static_argnames=("num_examples", "batch_size"))
-def epoch_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+def shuffled_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
     """Shuffle the example indices and cut them into (steps, batch_size); the remainder is skipped."""
     steps = num_examples // batch_size
     order = jax.random.permutation(rng, num_examples)
     return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+# Compiled alone; inside another jitted function, call shuffled_batches (only a top-level jit takes compiler options).
+epoch_batches = jit(shuffled_batches, static_argnames=("num_examples", "batch_size"))
 
 
 @functools.partial(jit, donate_argnums=0)
@@ -79,8 +86,7 @@ def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indi
     return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
 
 
-@functools.partial(jit, static_argnames=("apply_fn", "batch_size"))
-def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+def batched_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
     count = images.shape[0]
     batch_size = max(1, min(batch_size, count))  # a small split is not padded up to a whole large batch
@@ -94,13 +100,17 @@ def predict_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: in
     return logits.reshape(-1, logits.shape[-1])[:count]
 
 
+predict_logits = jit(batched_logits, static_argnames=("apply_fn", "batch_size"))  # batched_logits compiled alone
+
+
 def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
     """Mean cross-entropy and accuracy over every image of a split (one-hot or not, the loss is the same)."""
-    metrics = _mean_metrics(predict_logits(apply_fn, params, images, batch_size), labels)
+    metrics = _evaluate(apply_fn, params, images, labels, batch_size)
     return {name: float(value) for name, value in metrics.items()}
 
 
-@jit
-def _mean_metrics(logits: jax.Array, labels: jax.Array) -> Metrics:
+@functools.partial(jit, static_argnames=("apply_fn", "batch_size"))
+def _evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
+    logits = batched_logits(apply_fn, params, images, batch_size)  # one program with the metrics
     return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
             "accuracy": accuracy(logits, labels).mean()}

@@ -1,6 +1,7 @@
 """The training run: load data, train epoch by epoch, validate, checkpoint, and test once at the end."""
 
 import dataclasses
+import functools
 import logging
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
 from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams
 from mnist_jax.optim import create_optimizer
-from mnist_jax.train import TrainState, create_train_state, epoch_batches, evaluate, train_one_step, train_steps
+from mnist_jax.train import TrainState, evaluate, init_train_state, shuffled_batches, train_one_step, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -84,27 +85,27 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     """Fresh parameters and optimizer state for `config`."""
     model = model_from_config(config)
     optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
-    return create_train_state(model, optimizer, _init_rng(config.seed), config.loss, config.label_smoothing)
+    return _seeded_init(model, optimizer, config.seed, config.loss, config.label_smoothing)
 
 
-@jit
-def _init_rng(seed: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
+@functools.partial(jit, static_argnums=(0, 1, 3, 4))  # the key is derived in the same program: one compilation
+def _seeded_init(model, optimizer, seed: int, loss: str, label_smoothing: float) -> TrainState:
+    rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
+    return init_train_state(model, optimizer, rng, loss, label_smoothing)
 
 
-@jit  # seed and epoch are traced: one compilation serves every epoch
-def epoch_rngs(seed: int, epoch: int) -> tuple[jax.Array, jax.Array]:
-    """The (shuffle, dropout) keys of an epoch, derived from the seed alone so a resumed run repeats them."""
+@functools.partial(jit, static_argnames=("num_examples", "batch_size"))  # seed and epoch traced: compiled once
+def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """An epoch's shuffled batches and dropout key, derived from the seed alone so a resumed run repeats them."""
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
     shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
-    return shuffle_rng, dropout_rng
+    return shuffled_batches(shuffle_rng, num_examples, batch_size), dropout_rng
 
 
 def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoch: int,
                 bar: tqdm | None = None) -> tuple[TrainState, dict[str, float]]:
     """One shuffled pass over the training split, `steps_per_call` steps per jitted call."""
-    shuffle_rng, dropout_rng = epoch_rngs(config.seed, epoch)
-    batches = epoch_batches(shuffle_rng, len(train), config.batch_size)
+    batches, dropout_rng = epoch_plan(config.seed, epoch, len(train), config.batch_size)
     chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
     step = train_one_step if config.loop == "step" else train_steps
     totals = None
