@@ -109,6 +109,11 @@ def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, b
     return {name: float(value) for name, value in metrics.items()}
 
 
+def compile_evaluate(apply_fn: Any, params: Any, images: Any, labels: Any, batch_size: int) -> None:
+    """Compile `evaluate` ahead of time for these arguments, which may be `jax.ShapeDtypeStruct`s."""
+    _evaluate.lower(apply_fn, params, images, labels, batch_size).compile()  # later calls find it in jit's cache
+
+
 @functools.partial(jit, static_argnames=("apply_fn", "batch_size"))
 def _evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
     logits = batched_logits(apply_fn, params, images, batch_size)  # one program with the metrics

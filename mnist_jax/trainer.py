@@ -1,5 +1,6 @@
 """The training run: load data, train epoch by epoch, validate, checkpoint, and test once at the end."""
 
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -20,7 +21,7 @@ from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
 from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams
 from mnist_jax.optim import create_optimizer
-from mnist_jax.train import TrainState, evaluate, init_train_state, shuffled_batches, train_one_step, train_steps
+from mnist_jax.train import TrainState, compile_evaluate, evaluate, init_train_state, shuffled_batches, train_one_step, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,17 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
     datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
     state = initial_state(config, steps_in_epoch(config, datasets))
     checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
+    background = concurrent.futures.ThreadPoolExecutor(1)
     try:
+        evaluations = _compile_evaluations(config, datasets, state, background)
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
             _write_run_files(run_dir, config, environment=not resume)
         state, history = _train_epochs(config, datasets, state, history, run_dir, checkpointer, progress)
+        for evaluation in evaluations:
+            evaluation.result()  # raises what the compilation raised, if anything
     finally:
+        background.shutdown(cancel_futures=True)
         if checkpointer:
             checkpointer.wait()  # never exit with a checkpoint half written
             checkpointer.close()
@@ -71,6 +77,20 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
     if run_dir:
         run_dir.write_json(rd.METRICS, metrics)
     return TrainResult(state, history, metrics, run_dir)
+
+
+def _compile_evaluations(config: TrainConfig, datasets: Datasets, state: TrainState,
+                         background: concurrent.futures.Executor) -> list[concurrent.futures.Future]:
+    """Compile the validation and test evaluations on another thread while training compiles and runs."""
+    params = jax.tree.map(_shape_of, state.params)  # shapes only: training donates the arrays themselves
+    splits = [split for split in (datasets.val, datasets.test) if split is not None]
+    return [background.submit(compile_evaluate, state.apply_fn, params, _shape_of(split.images),
+                              _shape_of(split.labels), config.eval_batch_size) for split in splits]
+
+
+def _shape_of(array: Any) -> jax.ShapeDtypeStruct:
+    """What `jax.device_put(array)` would hold, without the data."""
+    return jax.ShapeDtypeStruct(array.shape, jax.dtypes.canonicalize_dtype(array.dtype))
 
 
 def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
