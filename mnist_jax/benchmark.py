@@ -15,7 +15,7 @@ from mnist_jax.environment import describe_environment
 from mnist_jax.errors import UserError
 from mnist_jax.models import model_from_config
 from mnist_jax.summary import summarize, summary_totals
-from mnist_jax.train import epoch_batches, predict_logits, train_one_step, train_steps
+from mnist_jax.train import epoch_batches, predict_logits, train_one_step, train_steps, train_steps_fast_compile
 from mnist_jax.trainer import initial_state
 
 BACKWARD_FLOPS_FACTOR = 3  # a training step costs about forward + 2x forward for the gradients
@@ -36,6 +36,7 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
     inference = _time_inference(config, images[:eval_images], eval_batch_size, repeats)
     return {
         "model": config.model, "batch_size": config.batch_size, "dtype": config.dtype, "loop": config.loop,
+        "fast_compile": config.fast_compile,
         "steps": steps, "repeats": repeats,
         "train_images_per_second": train["images_per_second"],
         "eval_images_per_second": inference["images_per_second"],
@@ -70,13 +71,14 @@ def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int
     state = initial_state(config, steps_per_epoch=steps)
     batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
     rng = jax.random.key(config.seed)
+    scan = train_steps_fast_compile if config.fast_compile else train_steps
 
     def run(state):
         if config.loop == "step":
             for indices in batches:
                 state, metrics = train_one_step(state, images, labels, indices, rng)
         else:
-            state, metrics = train_steps(state, images, labels, batches, rng)
+            state, metrics = scan(state, images, labels, batches, rng)
         jax.block_until_ready((state, metrics))
         return state
 

@@ -39,7 +39,7 @@ def init_train_state(model: nn.Module, optimizer: optax.GradientTransformation, 
                              label_smoothing=label_smoothing)
 
 
-_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4))
+_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4), fastest_compile=True)  # runs once
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -64,12 +64,11 @@ def shuffled_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.
 
 
 # Compiled alone; inside another jitted function, call shuffled_batches (only a top-level jit takes compiler options).
-epoch_batches = jit(shuffled_batches, static_argnames=("num_examples", "batch_size"))
+epoch_batches = jit(shuffled_batches, static_argnames=("num_examples", "batch_size"), fastest_compile=True)
 
 
-@functools.partial(jit, donate_argnums=0)
-def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
-                rng: jax.Array) -> tuple[TrainState, Metrics]:
+def scan_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
+               rng: jax.Array) -> tuple[TrainState, Metrics]:
     """Run one train_step per row of batch indices in a single jitted lax.scan; return summed metrics."""
 
     def body(state, indices_B):
@@ -77,6 +76,11 @@ def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_i
 
     state, metrics_S = jax.lax.scan(body, state, batch_indices_SxB)
     return state, jax.tree.map(jnp.sum, metrics_S)
+
+
+train_steps = jit(scan_steps, donate_argnums=0)
+# The same program compiled in about half the time, for slower steps: for short runs (TrainConfig.fast_compile).
+train_steps_fast_compile = jit(scan_steps, donate_argnums=0, fastest_compile=True)
 
 
 @functools.partial(jit, donate_argnums=0)
@@ -114,7 +118,7 @@ def compile_evaluate(apply_fn: Any, params: Any, images: Any, labels: Any, batch
     _evaluate.lower(apply_fn, params, images, labels, batch_size).compile()  # later calls find it in jit's cache
 
 
-@functools.partial(jit, static_argnames=("apply_fn", "batch_size"))
+@functools.partial(jit, static_argnames=("apply_fn", "batch_size"), fastest_compile=True)  # runs once a split
 def _evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
     logits = batched_logits(apply_fn, params, images, batch_size)  # one program with the metrics
     return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),

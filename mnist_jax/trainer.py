@@ -21,7 +21,8 @@ from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
 from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams
 from mnist_jax.optim import create_optimizer
-from mnist_jax.train import TrainState, compile_evaluate, evaluate, init_train_state, shuffled_batches, train_one_step, train_steps
+from mnist_jax.train import (TrainState, compile_evaluate, evaluate, init_train_state, shuffled_batches, train_one_step,
+                             train_steps, train_steps_fast_compile)
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,13 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     return _seeded_init(model, optimizer, config.seed, config.loss, config.label_smoothing)
 
 
-@functools.partial(jit, static_argnums=(0, 1, 3, 4))  # the key is derived in the same program: one compilation
+@functools.partial(jit, static_argnums=(0, 1, 3, 4), fastest_compile=True)  # the key is derived inside: one program
 def _seeded_init(model, optimizer, seed: int, loss: str, label_smoothing: float) -> TrainState:
     rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
     return init_train_state(model, optimizer, rng, loss, label_smoothing)
 
 
-@functools.partial(jit, static_argnames=("num_examples", "batch_size"))  # seed and epoch traced: compiled once
+@functools.partial(jit, static_argnames=("num_examples", "batch_size"), fastest_compile=True)  # compiled once
 def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """An epoch's shuffled batches and dropout key, derived from the seed alone so a resumed run repeats them."""
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
@@ -127,7 +128,7 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     """One shuffled pass over the training split, `steps_per_call` steps per jitted call."""
     batches, dropout_rng = epoch_plan(config.seed, epoch, len(train), config.batch_size)
     chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
-    step = train_one_step if config.loop == "step" else train_steps
+    step = train_one_step if config.loop == "step" else train_steps_fast_compile if config.fast_compile else train_steps
     totals = None
     for start in range(0, len(batches), chunk):
         indices = batches[start] if config.loop == "step" else batches[start:start + chunk]

@@ -24,7 +24,13 @@ def test_benchmark_cli_json(loop, capsys):
     assert main(["benchmark", "--model", "mlp", "--steps", "3", "--repeats", "1", "--loop", loop, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"train_images_per_second", "eval_images_per_second", "compile_seconds"} <= result.keys()
-    assert result["loop"] == loop
+    assert result["loop"] == loop and result["fast_compile"] is False
+
+
+def test_benchmark_cli_times_the_fast_compile_program_on_request(capsys):
+    assert main(["benchmark", "--model", "mlp", "--steps", "3", "--repeats", "1", "--fast-compile", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fast_compile"] is True and result["compilations_after_warmup"] == 0
 
 
 def test_speedrun_reports_every_seed():

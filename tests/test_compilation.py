@@ -2,10 +2,12 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mnist_jax import data
 from mnist_jax.compilation import count_compilations
 from mnist_jax.config import TrainConfig
+from mnist_jax.train import epoch_batches, train_steps, train_steps_fast_compile
 from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
 
 
@@ -43,3 +45,16 @@ def test_a_whole_run_compiles_a_handful_of_programs():
         train_and_evaluate(config, datasets=datasets)
     # init, epoch plan, scan, and evaluation on the validation and the test shapes, compiled ahead on a thread
     assert counter.count == 5
+
+
+def test_the_fast_compile_training_program_takes_the_same_steps():
+    datasets = data.load_datasets("digits", val_split=0.2)
+    split = DeviceSplit.put(datasets.train)
+    config = TrainConfig(dataset="digits", model="cnn", filters=4, batch_size=32)
+    batches = epoch_batches(jax.random.key(0), len(split), 32)[:5]
+    (state, metrics), (fast_state, fast_metrics) = [
+        program(initial_state(config, steps_per_epoch=5), split.images, split.labels, batches, jax.random.key(1))
+        for program in (train_steps, train_steps_fast_compile)]
+    assert int(fast_state.step) == int(state.step) == 5
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 (fast_state.params, fast_metrics), (state.params, metrics))

@@ -23,6 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_flags(parser, BENCHMARK_FLAGS)
     add_flag(parser, "--steps", "training steps per timed call", type=int, default=200)
     add_flag(parser, "--repeats", "timed calls; the median is reported", type=int, default=5)
+    add_flag(parser, "--fast-compile", "compile the training program in about half the time, for slower steps",
+             action="store_true")
     add_flag(parser, "--json", "print one JSON object", action="store_true")
     parser.set_defaults(run=run)
 
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.repeats < 1:
         raise UserError("--steps and --repeats must be positive integers.")
-    result = benchmark(config_from_args(args, BENCHMARK_FLAGS), steps=args.steps, repeats=args.repeats)
+    config = config_from_args(args, BENCHMARK_FLAGS).replace(fast_compile=args.fast_compile)
+    result = benchmark(config, steps=args.steps, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
         return 0
