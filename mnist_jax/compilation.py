@@ -14,7 +14,7 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # recorded once pe
 # program compiles in 0.4 s instead of 4.2 s, and training runs as fast (BENCHMARKS.md, the GPU's numbers too).
 FAST_COMPILE = {"xla_backend_optimization_level": 1}
 # XLA:CPU's loop emitters instead of its newer fusion emitters: programs compile in about half the time but run
-# 15-40% slower, the right trade for programs that run once or briefly (initialisation, an epoch's plan,
+# 15-70% slower, the right trade for programs that run once or briefly (initialisation, an epoch's plan,
 # evaluation, the speedrun's two epochs). A GPU ignores the option.
 FASTEST_COMPILE = {**FAST_COMPILE, "xla_cpu_use_fusion_emitters": False}
 

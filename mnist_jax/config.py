@@ -48,7 +48,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # evaluation batch; the last batch is padded and masked, never dropped
     steps_per_call: int = 250  # training steps per jitted call (lax.scan); 0 runs the whole epoch in one call
     loop: str = "scan"  # scan: many steps per jitted call; step: one jitted call per step (for comparison)
-    fast_compile: bool = False  # scan loop: compile in about half the time for ~15% slower steps (short runs)
+    fast_compile: bool = False  # scan loop: compile in about half the time, for 15-70% slower steps (short runs)
     seed: int = 0  # seeds parameters, the validation split, data order and dropout
 
     def __post_init__(self):

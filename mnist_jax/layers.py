@@ -106,10 +106,11 @@ max_pool_2x2_channels_first.defvjp(lambda x: jax.vjp(_pool_as_one_channel_images
 
 
 class ChannelsFirstConv(nn.Module):
-    """`nn.Conv(features, kernel_size, strides, padding="VALID")` on channels-first (C, B, H, W) input, same parameters."""
+    """`nn.Conv(features, kernel_size, strides, padding="VALID")` on channels-first (C, B, H, W) input."""
 
-    # Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis last, the shape XLA:CPU's
-    # matrix products run fastest with few filters, as in the first layers of a small network.
+    # Same parameters as nn.Conv. Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis
+    # last, the shape XLA:CPU's matrix products run fastest with few filters, as in the first layers of a small
+    # network.
 
     features: int
     kernel_size: tuple[int, int]
