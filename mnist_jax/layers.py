@@ -3,7 +3,7 @@
 Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
 about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
 ~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
-straightforward `nn.Conv` and `nn.max_pool`). The channels-first layers serve the speedrun's small network.
+straightforward `nn.Conv` and `nn.max_pool`). The channels-first convolution serves the speedrun's small network.
 """
 
 from typing import Any
@@ -87,22 +87,6 @@ def _to_first_maximum(positions: list[jax.Array], pooled: jax.Array, grad: jax.A
 
 
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
-
-
-@jax.custom_vjp  # one operation to `mnist-jax summary`, not four reshapes and a pooling
-def max_pool_2x2_channels_first(x_CxBxHxW: jax.Array) -> jax.Array:
-    """`max_pool_2x2` for channels-first (C, B, H, W) arrays."""
-    return _pool_as_one_channel_images(x_CxBxHxW)
-
-
-def _pool_as_one_channel_images(x_CxBxHxW: jax.Array) -> jax.Array:
-    # (C, B, H, W) reshapes for free into C * B one-channel images, which max_pool_2x2 pools with its exact gradient.
-    c, b, h, w = x_CxBxHxW.shape
-    return max_pool_2x2(x_CxBxHxW.reshape(c * b, h, w, 1)).reshape(c, b, h // 2, w // 2)
-
-
-max_pool_2x2_channels_first.defvjp(lambda x: jax.vjp(_pool_as_one_channel_images, x),
-                                   lambda pullback, grad: pullback(grad))
 
 
 class ChannelsFirstConv(nn.Module):

@@ -33,8 +33,7 @@ _EXIT_MARK = "mnist_jax_summary_exit"
 OPERATION_KINDS = {
     "relu": "ReLU", "relu6": "ReLU6", "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
     "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool", "max_pool_2x2": "MaxPool",
-    "max_pool_2x2_channels_first": "MaxPool", "reduce_window_sum": "SumPool", "convert_element_type": "Cast",
-    "squeeze": "Squeeze", "transpose": "Transpose",
+    "reduce_window_sum": "SumPool", "convert_element_type": "Cast", "squeeze": "Squeeze", "transpose": "Transpose",
 }
 
 

@@ -106,7 +106,8 @@ def test_channels_first_layers_show_their_batch_axis():
     assert rows["Conv_0"].input_batch_axis == 1 and rows["Conv_0"].output_batch_axis == 1
     assert rows["Conv_0"].output_shape == (8, summary.BATCH, 12, 12)
     assert rows["Conv_0"].flops == 2 * 8 * 12 * 12 * 25  # stride 2: a quarter of the 24x24 positions
-    assert rows["max_pool_0"].kind == "MaxPool" and rows["max_pool_0"].output_shape == (16, summary.BATCH, 5, 5)
+    assert rows["transpose_1"].input_batch_axis == 1 and rows["transpose_1"].output_batch_axis == 0
+    assert rows["max_pool_0"].kind == "MaxPool" and rows["max_pool_0"].output_shape == (summary.BATCH, 5, 5, 16)
     assert rows["Dense_0"].input_batch_axis == 0
 
 
