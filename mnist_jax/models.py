@@ -61,7 +61,7 @@ class SpeedrunCNN(nn.Module):
     # The convolutions run channels-first (layers.py), faster on XLA:CPU with so few filters; the function and the
     # parameter tree are those of the same network built from nn.Conv and nn.max_pool (tests/test_layers.py).
     # A stride-2 first convolution instead of convolution and pooling computes a quarter of the outputs: two
-    # epochs take 35% less time at the same accuracy (BENCHMARKS.md).
+    # epochs take 35% less time at about the same accuracy (BENCHMARKS.md).
     filters: int = 16  # first convolution; the second has twice as many
     hidden: int = 128
     dropout: float = 0.0
