@@ -58,17 +58,19 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
                        progress: bool = False, resume: bool = False) -> TrainResult:
     """Train `config` and evaluate on the test set; with a run directory, record everything as it goes."""
     datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
-    state = initial_state(config, steps_in_epoch(config, datasets))
+    steps = steps_in_epoch(config, datasets)
     checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
-    background = concurrent.futures.ThreadPoolExecutor(1)
+    background = concurrent.futures.ThreadPoolExecutor(1)  # compiles programs ahead while this thread works
     try:
-        evaluations = _compile_evaluations(config, datasets, state, background)
+        compiled = [background.submit(_compile_epoch_plan, config, len(datasets.train))]
+        state = initial_state(config, steps)
+        compiled += _compile_evaluations(config, datasets, state, background)
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
             _write_run_files(run_dir, config, environment=not resume)
         state, history = _train_epochs(config, datasets, state, history, run_dir, checkpointer, progress)
-        for evaluation in evaluations:
-            evaluation.result()  # raises what the compilation raised, if anything
+        for program in compiled:
+            program.result()  # raises what the compilation raised, if anything
     finally:
         background.shutdown(cancel_futures=True)
         if checkpointer:
@@ -78,6 +80,11 @@ def train_and_evaluate(config: TrainConfig, run_dir: rd.RunDir | None = None, da
     if run_dir:
         run_dir.write_json(rd.METRICS, metrics)
     return TrainResult(state, history, metrics, run_dir)
+
+
+def _compile_epoch_plan(config: TrainConfig, num_examples: int) -> None:
+    """Compile `epoch_plan` ahead of time; every epoch's call finds it in jit's cache."""
+    epoch_plan.lower(config.seed, 1, num_examples, config.batch_size).compile()
 
 
 def _compile_evaluations(config: TrainConfig, datasets: Datasets, state: TrainState,
