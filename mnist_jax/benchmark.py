@@ -15,8 +15,8 @@ from mnist_jax.environment import describe_environment
 from mnist_jax.errors import UserError
 from mnist_jax.models import model_from_config
 from mnist_jax.summary import summarize, summary_totals
-from mnist_jax.train import epoch_batches, predict_logits, train_one_step, train_steps, train_steps_fast_compile
-from mnist_jax.trainer import initial_state
+from mnist_jax.train import epoch_batches, predict_logits, train_one_step
+from mnist_jax.trainer import initial_state, scan_program
 
 BACKWARD_FLOPS_FACTOR = 3  # a training step costs about forward + 2x forward for the gradients
 DATASET_SIZE = 48_000  # MNIST's training split after the 20% validation hold-out
@@ -71,7 +71,7 @@ def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int
     state = initial_state(config, steps_per_epoch=steps)
     batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
     rng = jax.random.key(config.seed)
-    scan = train_steps_fast_compile if config.fast_compile else train_steps
+    scan = scan_program(config)
 
     def run(state):
         if config.loop == "step":

@@ -135,7 +135,7 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     """One shuffled pass over the training split, `steps_per_call` steps per jitted call."""
     batches, dropout_rng = epoch_plan(config.seed, epoch, len(train), config.batch_size)
     chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
-    step = train_one_step if config.loop == "step" else train_steps_fast_compile if config.fast_compile else train_steps
+    step = train_one_step if config.loop == "step" else scan_program(config)
     totals = None
     for start in range(0, len(batches), chunk):
         indices = batches[start] if config.loop == "step" else batches[start:start + chunk]
@@ -144,6 +144,11 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
         if bar is not None:
             _show_progress(bar, totals, start + min(chunk, len(batches) - start))
     return state, {f"train_{name}": float(value) / len(batches) for name, value in totals.items()}
+
+
+def scan_program(config: TrainConfig) -> Any:
+    """The jitted `lax.scan` over training steps that `config` asks for: compiled fastest, or running fastest."""
+    return train_steps_fast_compile if config.fast_compile else train_steps
 
 
 @jit
