@@ -67,23 +67,18 @@ def _max_pool_forward(x):
 def _max_pool_backward(residuals, grad_BxH2xW2xC):
     x, pooled = residuals
     windows = _windows(x)
-    positions = [windows[:, :, row, :, col] for row in (0, 1) for col in (0, 1)]  # row-major window order
-    grads = _to_first_maximum(positions, pooled, grad_BxH2xW2xC)
-    rows = [jnp.stack(grads[2 * row:2 * row + 2], 3) for row in (0, 1)]  # (B, H/2, W/2, 2, C) each
+    taken = jnp.zeros(pooled.shape, bool)
+    rows = []
+    for row in (0, 1):
+        cols = []
+        for col in (0, 1):  # row-major order: the first maximum found takes the whole gradient
+            first = (windows[:, :, row, :, col] == pooled) & ~taken
+            taken |= first
+            cols.append(jnp.where(first, grad_BxH2xW2xC, 0))
+        rows.append(jnp.stack(cols, 3))  # (B, H/2, W/2, 2, C)
     b, h2, w2, c = pooled.shape
     grad_x = jnp.stack(rows, 2).reshape(b, h2 * 2, w2 * 2, c)  # (B, H/2, 2, W/2, 2, C) back to rows and columns
     return (jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - h2 * 2), (0, x.shape[2] - w2 * 2), (0, 0))),)
-
-
-def _to_first_maximum(positions: list[jax.Array], pooled: jax.Array, grad: jax.Array) -> list[jax.Array]:
-    """Each window position's gradient: all of `grad` where it is the first maximum in order, else zero."""
-    taken = jnp.zeros(pooled.shape, bool)
-    grads = []
-    for value in positions:  # the first maximum found takes the whole gradient, as in select_and_scatter
-        first = (value == pooled) & ~taken
-        taken |= first
-        grads.append(jnp.where(first, grad, 0))
-    return grads
 
 
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
