@@ -3,7 +3,7 @@
 Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
 about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
 ~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
-straightforward `nn.Conv` and `nn.max_pool`). The channels-first convolution serves the speedrun's small network.
+straightforward `nn.Conv` and `nn.max_pool`). The batch-last convolution serves the speedrun's small network.
 """
 
 from typing import Any
@@ -47,6 +47,8 @@ def _is_plain_valid(conv: nn.Conv) -> bool:
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
     """2x2 max pooling, stride 2, VALID (odd trailing rows/columns dropped), as a reshape and a max.
 
+    Rows and columns are axes 1 and 2; the first and last axes are independent, so (F, H, W, B) works as well.
+
     Its gradient goes to the first maximum of each window in row-major order, exactly as XLA's
     select_and_scatter (the gradient of `nn.max_pool`) does, ties included.
     """
@@ -84,12 +86,12 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
 max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
 
 
-class ChannelsFirstConv(nn.Module):
-    """`nn.Conv(features, kernel_size, strides, padding="VALID")` on channels-first (C, B, H, W) input."""
+class BatchLastConv(nn.Module):
+    """`nn.Conv(features, kernel_size, strides, padding="VALID")` on (C, H, W, B) input: channels first, batch last."""
 
-    # Same parameters as nn.Conv. Why channels-first: kernel^T @ patches keeps the long batch-times-pixels axis
-    # last, the shape XLA:CPU's matrix products run fastest with few filters, as in the first layers of a small
-    # network.
+    # Same parameters as nn.Conv. Why this layout: kernel^T @ patches keeps the long pixels-times-batch axis last,
+    # the shape XLA:CPU's matrix products run fastest with few filters; and with the batch innermost, every
+    # shifted slice of im2col (and of its gradient) copies whole rows of B contiguous values, not rows of W.
 
     features: int
     kernel_size: tuple[int, int]
@@ -97,20 +99,20 @@ class ChannelsFirstConv(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_CxBxHxW: jax.Array) -> jax.Array:
+    def __call__(self, x_CxHxWxB: jax.Array) -> jax.Array:
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        c, b, h, w = x_CxBxHxW.shape
+        c, h, w, b = x_CxHxWxB.shape
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x_CxBxHxW, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x_CxHxWxB, kernel, bias, dtype=self.dtype)
         out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{h}x{w} inputs are smaller than the {kh}x{kw} kernel.")
         # Patch rows in (row, col, channel) order, the order of kernel.reshape(-1, features).
-        patches = jnp.stack([x[:, :, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
+        patches = jnp.stack([x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
                              for i in range(kh) for j in range(kw)])
         y = kernel.reshape(kh * kw * c, self.features).T @ patches.reshape(kh * kw * c, -1)
-        return y.reshape(self.features, b, out_h, out_w) + bias[:, None, None, None]
+        return y.reshape(self.features, out_h, out_w, b) + bias[:, None, None, None]
 
 
 class PlainCNN(nn.Module):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mnist_jax.errors import UserError
-from mnist_jax.layers import ChannelsFirstConv, Conv, max_pool_2x2
+from mnist_jax.layers import BatchLastConv, Conv, max_pool_2x2
 
 NUM_CLASSES = 10
 PIXEL_SCALE = 1 / 255  # models see pixels in [0, 1], as in the article
@@ -58,10 +58,10 @@ class CNN(nn.Module):
 class SpeedrunCNN(nn.Module):
     """A small network for `mnist-jax speedrun`: Conv 5x5 stride 2 -> Conv 3x3 -> MaxPool(2x2) -> Dense -> Dense(10)."""
 
-    # The convolutions run channels-first (layers.py), faster on XLA:CPU with so few filters; the function and the
-    # parameter tree are those of the same network built from nn.Conv and nn.max_pool (tests/test_layers.py).
-    # A stride-2 first convolution instead of convolution and pooling computes a quarter of the outputs: two
-    # epochs take 35% less time at about the same accuracy (BENCHMARKS.md).
+    # The convolutions and pooling run on (C, H, W, B) arrays (layers.py), faster on XLA:CPU with so few filters;
+    # the function and the parameter tree are those of the same network built from nn.Conv and nn.max_pool
+    # (tests/test_layers.py). A stride-2 first convolution instead of convolution and pooling computes a quarter
+    # of the outputs: two epochs take 35% less time at about the same accuracy (BENCHMARKS.md).
     filters: int = 16  # first convolution; the second has twice as many
     hidden: int = 128
     dropout: float = 0.0
@@ -69,15 +69,15 @@ class SpeedrunCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x_1xBxHxW = jnp.transpose(x_BxHxWx1, (3, 0, 1, 2))  # one channel: a free reshape
+        x_1xHxWxB = jnp.transpose(x_BxHxWx1, (3, 1, 2, 0))
         # Named as nn.Conv layers would be, so the parameter tree is the plain network's.
-        conv = ChannelsFirstConv(self.filters, (5, 5), strides=(2, 2), dtype=self.dtype, name="Conv_0")
-        x_FxBxHxW = nn.relu(conv(x_1xBxHxW))
-        x_FxBxHxW = ChannelsFirstConv(2 * self.filters, (3, 3), dtype=self.dtype, name="Conv_1")(x_FxBxHxW)
-        x = jnp.transpose(x_FxBxHxW, (1, 2, 3, 0))  # back to (B, H, W, F): pooling is faster with F innermost
-        # ReLU after pooling: the same values and gradients as before it (ReLU is monotonic), on a quarter of the
-        # elements.
-        x = nn.relu(max_pool_2x2(x))
+        conv = BatchLastConv(self.filters, (5, 5), strides=(2, 2), dtype=self.dtype, name="Conv_0")
+        x_FxHxWxB = nn.relu(conv(x_1xHxWxB))
+        x_FxHxWxB = BatchLastConv(2 * self.filters, (3, 3), dtype=self.dtype, name="Conv_1")(x_FxHxWxB)
+        # Pooling takes rows and columns from axes 1 and 2 whatever the other two are. ReLU after pooling: the same
+        # values and gradients as before it (ReLU is monotonic), on a quarter of the elements.
+        x_FxHxWxB = nn.relu(max_pool_2x2(x_FxHxWxB))
+        x = jnp.transpose(x_FxHxWxB, (3, 1, 2, 0))  # (B, H, W, F)
         x = x.reshape((x.shape[0], -1))  # the nn.Conv flatten order
         x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)

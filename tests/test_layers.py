@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import ChannelsFirstConv, Conv, PlainCNN, max_pool_2x2
+from mnist_jax.layers import BatchLastConv, Conv, PlainCNN, max_pool_2x2
 
 
 def reference_pool(x):
@@ -61,35 +61,35 @@ def assert_same_logits_and_gradients(ours, reference, params, images, labels):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
 
 
-def to_channels_first(x_BxHxWxC):
-    return jnp.transpose(x_BxHxWxC, (3, 0, 1, 2))
+def to_batch_last(x_BxHxWxC):
+    return jnp.transpose(x_BxHxWxC, (3, 1, 2, 0))
 
 
 @pytest.mark.parametrize("kernel_size, strides, size", [((3, 3), (1, 1), 12), ((5, 5), (2, 2), 28),
                                                         ((5, 3), (2, 3), 13)])  # odd sizes drop a border
-def test_channels_first_conv_equals_nn_conv_in_parameters_values_and_gradients(kernel_size, strides, size):
+def test_batch_last_conv_equals_nn_conv_in_parameters_values_and_gradients(kernel_size, strides, size):
     x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
-    ours = ChannelsFirstConv(8, kernel_size, strides)
+    ours = BatchLastConv(8, kernel_size, strides)
     flax_conv = nn.Conv(8, kernel_size, strides, padding="VALID")
     params = flax_conv.init(jax.random.key(0), x)
-    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), to_channels_first(x)), params)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), to_batch_last(x)), params)
     params = jax.tree.map(lambda p: p + 0.1, params)
 
     def reference(p, x):
-        return to_channels_first(flax_conv.apply(p, x))
+        return to_batch_last(flax_conv.apply(p, x))
 
-    out = ours.apply(params, to_channels_first(x))
+    out = ours.apply(params, to_batch_last(x))
     np.testing.assert_allclose(out, reference(params, x), atol=1e-5)
     cotangent = jax.random.normal(jax.random.key(1), out.shape)
-    grads_ours = jax.grad(lambda p, x: (ours.apply(p, to_channels_first(x)) * cotangent).sum(), (0, 1))(params, x)
+    grads_ours = jax.grad(lambda p, x: (ours.apply(p, to_batch_last(x)) * cotangent).sum(), (0, 1))(params, x)
     grads_ref = jax.grad(lambda p, x: (reference(p, x) * cotangent).sum(), (0, 1))(params, x)
     # Kernel gradients sum hundreds of products of size ~1 in another order: float32 rounding reaches ~1e-5.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4), grads_ours, grads_ref)
 
 
-def test_channels_first_conv_rejects_inputs_smaller_than_its_kernel():
+def test_batch_last_conv_rejects_inputs_smaller_than_its_kernel():
     with pytest.raises(ValueError, match="4x4 inputs are smaller than the 5x5 kernel"):
-        ChannelsFirstConv(8, (5, 5)).init(jax.random.key(0), jnp.ones((1, 2, 4, 4)))
+        BatchLastConv(8, (5, 5)).init(jax.random.key(0), jnp.ones((2, 4, 4, 1)))
 
 
 class PlainSpeedrunCNN(nn.Module):

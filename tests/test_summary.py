@@ -39,7 +39,7 @@ def test_rows_list_every_parameterised_layer_with_its_shapes_and_parameters(name
     assert set(parameterised) == set(params)
     for layer, row in parameterised.items():
         kernel_out = params[layer]["kernel"].shape[-1]
-        feature_axis = 0 if row.output_batch_axis == 1 else -1  # channels-first layers carry the batch second
+        feature_axis = -1 if row.output_batch_axis == 0 else 0  # batch-last layers carry the features first
         assert row.output_shape[feature_axis] == kernel_out
         assert row.params == row.trainable_params == sum(leaf.size for leaf in params[layer].values())
     assert summary.summary_totals(rows)["total_params"] == PARAMETER_COUNTS[name]
@@ -100,14 +100,14 @@ def test_format_shape_shows_the_batch_as_none():
     assert summary.format_shape((8, 4), batch_axis=None) == "(8, 4)"
 
 
-def test_channels_first_layers_show_their_batch_axis():
+def test_batch_last_layers_show_their_batch_axis():
     rows = {row.name: row for row in summary.summarize(models.create_model("speedrun", filters=8))}
-    assert rows["transpose_0"].input_batch_axis == 0 and rows["transpose_0"].output_batch_axis == 1
-    assert rows["Conv_0"].input_batch_axis == 1 and rows["Conv_0"].output_batch_axis == 1
-    assert rows["Conv_0"].output_shape == (8, summary.BATCH, 12, 12)
+    assert rows["transpose_0"].input_batch_axis == 0 and rows["transpose_0"].output_batch_axis == 3
+    assert rows["Conv_0"].input_batch_axis == 3 and rows["Conv_0"].output_batch_axis == 3
+    assert rows["Conv_0"].output_shape == (8, 12, 12, summary.BATCH)
     assert rows["Conv_0"].flops == 2 * 8 * 12 * 12 * 25  # stride 2: a quarter of the 24x24 positions
-    assert rows["transpose_1"].input_batch_axis == 1 and rows["transpose_1"].output_batch_axis == 0
-    assert rows["max_pool_0"].kind == "MaxPool" and rows["max_pool_0"].output_shape == (summary.BATCH, 5, 5, 16)
+    assert rows["max_pool_0"].kind == "MaxPool" and rows["max_pool_0"].output_shape == (16, 5, 5, summary.BATCH)
+    assert rows["transpose_1"].input_batch_axis == 3 and rows["transpose_1"].output_batch_axis == 0
     assert rows["Dense_0"].input_batch_axis == 0
 
 
