@@ -146,6 +146,7 @@ def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[
     try:
         epoch = checkpointer.resolve(which)
         meta = checkpointer.restore_meta(epoch)
+        check_model_version(meta, checkpointer.directory / str(epoch))
         try:
             model = create_model(meta["model"], **meta["hparams"])
         except (KeyError, TypeError) as error:
@@ -155,3 +156,14 @@ def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[
     finally:
         checkpointer.close()
     return epoch, model, params, meta
+
+
+def check_model_version(meta: dict[str, Any], where: Path) -> None:
+    """Refuse a checkpoint of an older network whose parameters fit this one's but mean something else."""
+    from mnist_jax.models import MODEL_VERSIONS
+
+    saved, current = meta.get("model_version", 1), MODEL_VERSIONS.get(meta.get("model"), 1)
+    if saved != current:
+        raise CheckpointError(f"Checkpoint {where} holds version {saved} of the {meta['model']} network, not this "
+                              f"mnist_jax's version {current} (same parameter shapes, another function); train it "
+                              f"again.")

@@ -13,13 +13,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mnist_jax import rundir as rd
-from mnist_jax.checkpoints import Checkpointer
+from mnist_jax.checkpoints import Checkpointer, check_model_version
 from mnist_jax.compilation import jit
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
-from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams
+from mnist_jax.models import MODEL_VERSIONS, PIXEL_SCALE, model_from_config, model_hparams
 from mnist_jax.optim import create_optimizer
 from mnist_jax.train import (TrainState, compile_evaluate, evaluate, init_train_state, shuffled_batches, train_one_step,
                              train_steps, train_steps_fast_compile)
@@ -214,6 +214,7 @@ def predictor_meta(config: TrainConfig, datasets: Datasets, record: dict[str, An
     """Everything a predictor needs beside the arrays, and nothing from the training code."""
     return {
         "model": config.model,
+        "model_version": MODEL_VERSIONS[config.model],
         "hparams": model_hparams(config.model, config.to_dict()),
         "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
         "class_names": list(datasets.class_names),
@@ -236,7 +237,8 @@ def _restore(run_dir: rd.RunDir, checkpointer: Checkpointer, state: TrainState) 
     found = checkpointer.restore_newest_good(params=state.params, training=training_arrays(state))
     if found is None:
         raise UserError(f"{run_dir.path} has no checkpoint to resume from.")
-    epoch, arrays, _ = found
+    epoch, arrays, meta = found
+    check_model_version(meta, checkpointer.directory / str(epoch))
     training = arrays["training"]
     state = state.replace(params=arrays["params"], opt_state=training["opt_state"], step=training["step"])
     run_dir.truncate_history(epoch)

@@ -12,8 +12,9 @@ from mnist_jax import data
 from mnist_jax.checkpoints import Checkpointer, restore_for_inference
 from mnist_jax.config import TrainConfig
 from mnist_jax.errors import CheckpointError, UserError
+from mnist_jax.models import MODEL_VERSIONS, abstract_params, create_model
 from mnist_jax.rundir import RunDir
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.trainer import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
 
 CONFIG = TrainConfig(dataset="digits", model="mlp", batch_size=32, dropout=0.3, epochs=2)
 
@@ -89,6 +90,7 @@ def test_restore_for_inference_matches_the_trained_parameters(tmp_path, digits):
     result = train_and_evaluate(CONFIG, run_dir, datasets=digits)
     epoch, model, params, meta = restore_for_inference(run_dir.path, "latest")
     assert epoch == 2 and meta["model"] == "mlp" and meta["hparams"]["dropout"] == 0.3
+    assert meta["model_version"] == MODEL_VERSIONS["mlp"]
     assert meta["class_names"] == [str(d) for d in range(10)] and meta["dataset"] == "digits"
     assert_trees_equal(params, result.state.params, atol=0)
     # The checkpoints folder itself works too.
@@ -117,3 +119,39 @@ def test_unknown_checkpoint_choice_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="'foo' is not best, latest or an epoch number"):
         checkpointer.resolve("foo")
     checkpointer.close()
+
+
+def save_checkpoint_of(directory, model_name, hparams, **meta):
+    """A one-epoch checkpoint of zero parameters for the named network, with the given extra metadata."""
+    params = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype),
+                          abstract_params(create_model(model_name, **hparams)))
+    checkpointer = Checkpointer(directory)
+    checkpointer.save(1, params, {"step": jnp.array(1)}, {"model": model_name, "hparams": hparams, **meta}, 0.5)
+    checkpointer.wait()
+    checkpointer.close()
+
+
+def test_a_checkpoint_of_an_older_network_with_the_same_shapes_is_refused(tmp_path):
+    speedrun = {"filters": 8, "hidden": 128}
+    save_checkpoint_of(tmp_path / "old", "speedrun", speedrun)  # saved before versions were recorded: version 1
+    with pytest.raises(CheckpointError, match="holds version 1 of the speedrun network, not this mnist_jax's "
+                                              "version 2"):
+        restore_for_inference(tmp_path / "old")
+    save_checkpoint_of(tmp_path / "new", "speedrun", speedrun, model_version=MODEL_VERSIONS["speedrun"])
+    assert restore_for_inference(tmp_path / "new")[0] == 1
+    save_checkpoint_of(tmp_path / "mlp", "mlp", {"hidden": 32})  # networks still at version 1 keep loading
+    assert restore_for_inference(tmp_path / "mlp")[0] == 1
+
+
+def test_resuming_a_run_of_an_older_network_is_refused(tmp_path, digits):
+    config = TrainConfig(dataset="digits", model="speedrun", filters=4, hidden=16, batch_size=32, epochs=2)
+    run_dir = RunDir.create(tmp_path / "run")
+    run_dir.write_json("config.json", config.to_dict())
+    state = initial_state(config, steps_in_epoch(config, digits))
+    checkpointer = Checkpointer(run_dir.checkpoints)  # as the run saved it, before versions were recorded
+    checkpointer.save(1, state.params, training_arrays(state), {"model": "speedrun", "hparams": {}}, 0.5)
+    checkpointer.wait()
+    checkpointer.close()
+    with pytest.raises(CheckpointError, match="holds version 1 of the speedrun network"):
+        train_and_evaluate(config, run_dir, datasets=digits, resume=True)
+    assert (run_dir.checkpoints / "1").is_dir()  # refused, not set aside as damaged
