@@ -164,6 +164,6 @@ def check_model_version(meta: dict[str, Any], where: Path) -> None:
 
     saved, current = meta.get("model_version", 1), MODEL_VERSIONS.get(meta.get("model"), 1)
     if saved != current:
-        raise CheckpointError(f"Checkpoint {where} holds version {saved} of the {meta['model']} network, not this "
+        raise CheckpointError(f"Checkpoint {where} holds version {saved} of the {meta.get('model')} network, not this "
                               f"mnist_jax's version {current} (same parameter shapes, another function); train it "
                               f"again.")

@@ -85,7 +85,7 @@ class SpeedrunCNN(nn.Module):
 
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "speedrun": SpeedrunCNN}
-# Raised when a network's function changes but its parameter shapes do not, so that a checkpoint of the old
+# Incremented when a network's function changes but its parameter shapes do not, so that a checkpoint of the old
 # network cannot silently restore into the new one. Checkpoints record it; one without it is version 1.
 # speedrun 2: the first convolution has stride 2 and no pooling after it (version 1 pooled, with the same shapes).
 MODEL_VERSIONS: dict[str, int] = {"mlp": 1, "cnn": 1, "speedrun": 2}
