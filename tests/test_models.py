@@ -36,12 +36,16 @@ def test_mlp_depth():
     assert [params[f"Dense_{i}"]["kernel"].shape for i in range(4)] == [(784, 32), (32, 32), (32, 32), (32, 10)]
 
 
-def test_bfloat16_computes_in_bf16_but_keeps_float32_parameters():
-    model = models.create_model("cnn", dtype="bfloat16")
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_bfloat16_computes_in_bf16_but_keeps_float32_parameters(name):
+    model = models.create_model(name, dtype="bfloat16")
     params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
     logits = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)))
     assert logits.dtype == jnp.float32  # logits are cast back for a stable loss
+    jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, jnp.ones((2, 28, 28, 1)))
+    products = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
+    assert products and all(var.aval.dtype == jnp.bfloat16 for eqn in products for var in eqn.invars)
 
 
 def test_dropout_only_in_training():
