@@ -160,9 +160,9 @@ def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[
 
 def check_model_version(meta: dict[str, Any], where: Path) -> None:
     """Refuse a checkpoint of an older network whose parameters fit this one's but mean something else."""
-    from mnist_jax.models import MODEL_VERSIONS
+    from mnist_jax.models import model_version
 
-    saved, current = meta.get("model_version", 1), MODEL_VERSIONS.get(meta.get("model"), 1)
+    saved, current = meta.get("model_version", 1), model_version(meta.get("model"))
     if saved != current:
         raise CheckpointError(f"Checkpoint {where} holds version {saved} of the {meta.get('model')} network, not this "
                               f"mnist_jax's version {current} (same parameter shapes, another function); train it "

@@ -86,9 +86,10 @@ class SpeedrunCNN(nn.Module):
 
 MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "speedrun": SpeedrunCNN}
 # Incremented when a network's function changes but its parameter shapes do not, so that a checkpoint of the old
-# network cannot silently restore into the new one. Checkpoints record it; one without it is version 1.
-# speedrun 2: the first convolution has stride 2 and no pooling after it (version 1 pooled, with the same shapes).
-MODEL_VERSIONS: dict[str, int] = {"mlp": 1, "cnn": 1, "speedrun": 2}
+# network cannot silently restore into the new one. Checkpoints record it; a network not listed, and a checkpoint
+# without the field, is version 1. speedrun 2: the first convolution has stride 2 and no pooling after it
+# (version 1 pooled, with the same shapes).
+MODEL_VERSIONS: dict[str, int] = {"speedrun": 2}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -103,6 +104,11 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
     if isinstance(hparams.get("dtype"), str):
         hparams["dtype"] = DTYPES[hparams["dtype"]]
     return _model_class(name)(**hparams)
+
+
+def model_version(name: str) -> int:
+    """The current version of a network (MODEL_VERSIONS)."""
+    return MODEL_VERSIONS.get(name, 1)
 
 
 def model_from_config(config: Any) -> nn.Module:

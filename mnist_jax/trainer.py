@@ -19,7 +19,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment, package_versions
 from mnist_jax.errors import UserError
-from mnist_jax.models import MODEL_VERSIONS, PIXEL_SCALE, model_from_config, model_hparams
+from mnist_jax.models import PIXEL_SCALE, model_from_config, model_hparams, model_version
 from mnist_jax.optim import create_optimizer
 from mnist_jax.train import (TrainState, compile_evaluate, evaluate, init_train_state, shuffled_batches, train_one_step,
                              train_steps, train_steps_fast_compile)
@@ -214,7 +214,7 @@ def predictor_meta(config: TrainConfig, datasets: Datasets, record: dict[str, An
     """Everything a predictor needs beside the arrays, and nothing from the training code."""
     return {
         "model": config.model,
-        "model_version": MODEL_VERSIONS[config.model],
+        "model_version": model_version(config.model),
         "hparams": model_hparams(config.model, config.to_dict()),
         "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
         "class_names": list(datasets.class_names),

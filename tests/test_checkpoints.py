@@ -12,7 +12,7 @@ from mnist_jax import data
 from mnist_jax.checkpoints import Checkpointer, restore_for_inference
 from mnist_jax.config import TrainConfig
 from mnist_jax.errors import CheckpointError, UserError
-from mnist_jax.models import MODEL_VERSIONS, abstract_params, create_model
+from mnist_jax.models import abstract_params, create_model, model_version
 from mnist_jax.rundir import RunDir
 from mnist_jax.trainer import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
 
@@ -90,7 +90,7 @@ def test_restore_for_inference_matches_the_trained_parameters(tmp_path, digits):
     result = train_and_evaluate(CONFIG, run_dir, datasets=digits)
     epoch, model, params, meta = restore_for_inference(run_dir.path, "latest")
     assert epoch == 2 and meta["model"] == "mlp" and meta["hparams"]["dropout"] == 0.3
-    assert meta["model_version"] == MODEL_VERSIONS["mlp"]
+    assert meta["model_version"] == model_version("mlp") == 1
     assert meta["class_names"] == [str(d) for d in range(10)] and meta["dataset"] == "digits"
     assert_trees_equal(params, result.state.params, atol=0)
     # The checkpoints folder itself works too.
@@ -137,7 +137,7 @@ def test_a_checkpoint_of_an_older_network_with_the_same_shapes_is_refused(tmp_pa
     with pytest.raises(CheckpointError, match="holds version 1 of the speedrun network, not this mnist_jax's "
                                               "version 2"):
         restore_for_inference(tmp_path / "old")
-    save_checkpoint_of(tmp_path / "new", "speedrun", speedrun, model_version=MODEL_VERSIONS["speedrun"])
+    save_checkpoint_of(tmp_path / "new", "speedrun", speedrun, model_version=model_version("speedrun"))
     assert restore_for_inference(tmp_path / "new")[0] == 1
     save_checkpoint_of(tmp_path / "mlp", "mlp", {"hidden": 32})  # networks still at version 1 keep loading
     assert restore_for_inference(tmp_path / "mlp")[0] == 1
