@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import data
-from mnist_jax.compilation import count_compilations
+from mnist_jax.compilation import FAST_COMPILE, FASTEST_COMPILE, compiler_options, count_compilations, jit
 from mnist_jax.config import TrainConfig
 from mnist_jax.train import epoch_batches, train_steps, train_steps_fast_compile
 from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
@@ -21,6 +21,26 @@ def test_counter_sees_a_new_shape_and_not_a_cached_one():
     with count_compilations() as counter:
         f(four).block_until_ready()
     assert counter.count == 1 and counter.seconds > 0
+
+
+def test_cpu_only_options_go_to_the_cpu_alone():
+    """A GPU refuses xla_cpu_* options ("No such compile option"), which once stopped every program there."""
+    assert compiler_options("cpu", fastest_compile=True) == FASTEST_COMPILE
+    assert compiler_options("cpu") == compiler_options("gpu", fastest_compile=True) == FAST_COMPILE
+    assert not any(name.startswith("xla_cpu_") for name in compiler_options("gpu", fastest_compile=True))
+    assert any(name.startswith("xla_cpu_") for name in FASTEST_COMPILE)
+
+
+def test_our_jit_is_jax_jit_with_the_function_name_and_ahead_of_time_lowering():
+    def triple_plus_one(x):
+        """Docstring."""
+        return x * 3 + 1
+
+    fast = jit(triple_plus_one, fastest_compile=True)
+    assert fast.__name__ == "triple_plus_one" and fast.__doc__ == "Docstring."
+    np.testing.assert_array_equal(fast(jnp.arange(3)), [1, 4, 7])
+    compiled = fast.lower(jnp.ones(5)).compile()
+    np.testing.assert_array_equal(compiled(jnp.zeros(5)), np.ones(5))
 
 
 def test_no_recompilation_after_the_first_epoch():
