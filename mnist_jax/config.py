@@ -14,6 +14,7 @@ OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOOPS = ("scan", "step")
 DTYPES = ("float32", "bfloat16")
+INITS = ("flax", "one_draw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainConfig:
     depth: int = 1  # MLP: number of dense hidden layers
     dropout: float = 0.0  # dropout rate before the output layer; 0 disables it
     dtype: str = "float32"  # compute dtype; bfloat16 keeps parameters in float32
+    init: str = "flax"  # flax: each layer draws its own initial values; one_draw: the same distributions, one draw
     # Optimizer
     optimizer: str = "adam"  # adam, sgd (with momentum) or adamw
     learning_rate: float = 3e-3  # peak learning rate
@@ -59,6 +61,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("loop", self.loop, LOOPS)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("init", self.init, INITS)
         if not 0.0 <= self.val_split < 1.0:
             raise UserError(f"--val-split must be in [0, 1), got {self.val_split}.")
         if not 0.0 <= self.label_smoothing < 1.0:

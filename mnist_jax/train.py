@@ -11,6 +11,7 @@ from flax import struct
 from flax.training import train_state
 
 from mnist_jax.compilation import jit
+from mnist_jax.initializers import initial_params
 from mnist_jax.losses import LOSSES, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
 
@@ -26,20 +27,20 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                       loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
+                       loss: str = "sparse", label_smoothing: float = 0.0, init: str = "flax") -> TrainState:
     """Initialise parameters with a dummy batch and wrap them with the optimizer, as one compiled program."""
-    return _jitted_init(model, optimizer, rng, loss, label_smoothing)  # not one program per operation, as eagerly
+    return _jitted_init(model, optimizer, rng, loss, label_smoothing, init)  # not one program per op, as eagerly
 
 
 def init_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                     loss: str = "sparse", label_smoothing: float = 0.0) -> TrainState:
+                     loss: str = "sparse", label_smoothing: float = 0.0, init: str = "flax") -> TrainState:
     """The traceable body of `create_train_state`, for callers that derive `rng` in the same program."""
-    variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizer, loss=loss,
+    params = initial_params(init, model, rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss=loss,
                              label_smoothing=label_smoothing)
 
 
-_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4), fastest_compile=True)  # runs once
+_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4, 5), fastest_compile=True)  # runs once
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:

@@ -113,13 +113,13 @@ def initial_state(config: TrainConfig, steps_per_epoch: int) -> TrainState:
     """Fresh parameters and optimizer state for `config`."""
     model = model_from_config(config)
     optimizer = create_optimizer(config, steps_per_epoch * config.epochs)
-    return _seeded_init(model, optimizer, config.seed, config.loss, config.label_smoothing)
+    return _seeded_init(model, optimizer, config.seed, config.loss, config.label_smoothing, config.init)
 
 
-@functools.partial(jit, static_argnums=(0, 1, 3, 4), fastest_compile=True)  # the key is derived inside: one program
-def _seeded_init(model, optimizer, seed: int, loss: str, label_smoothing: float) -> TrainState:
+@functools.partial(jit, static_argnums=(0, 1, 3, 4, 5), fastest_compile=True)  # the key is derived inside: one program
+def _seeded_init(model, optimizer, seed: int, loss: str, label_smoothing: float, init: str) -> TrainState:
     rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
-    return init_train_state(model, optimizer, rng, loss, label_smoothing)
+    return init_train_state(model, optimizer, rng, loss, label_smoothing, init)
 
 
 @functools.partial(jit, static_argnames=("num_examples", "batch_size"), fastest_compile=True)  # compiled once

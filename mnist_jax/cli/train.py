@@ -31,6 +31,8 @@ FLAGS = {
                                                           "all classes"),
     "--val-split": ("val_split", float, None, "fraction of the training data held out (stratified) for validation"),
     "--seed": ("seed", int, None, "seed for parameters, validation split, data order and dropout"),
+    "--init": ("init", str, cfg.INITS, "flax: each layer draws its own initial values; one_draw: the same "
+                                       "distributions from one random draw, which compiles faster"),
     "--dataset": ("dataset", str, None, "mnist or digits (offline, from scikit-learn); with --source tfds any "
                                         "prepared 28x28x1 TFDS dataset, e.g. fashion_mnist"),
     "--source": ("source", str, cfg.SOURCES, "idx: MNIST IDX files (folder or download); tfds: tfds.data_source"),

@@ -1,0 +1,48 @@
+"""Initial parameters: Flax's own per-layer draws, or the same distributions from one random draw."""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# jax.nn.initializers.variance_scaling divides by the standard deviation of a standard normal truncated to [-2, 2].
+TRUNCATED_NORMAL_STDDEV = .87962566103423978
+
+
+def initial_params(init: str, model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
+    """The model's initial parameters, drawn the way `init` names (one of INITS)."""
+    if init == "one_draw":
+        return one_draw_params(model, rng, images)
+    return model.init(rng, images)["params"]
+
+
+def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
+    """LeCun-normal kernels and zero biases, as Flax's defaults, with every kernel cut from one random draw.
+
+    Flax derives a key per layer and draws each kernel on its own; XLA:CPU then compiles a random-number generator
+    per draw. One draw compiles once: the initialisation program compiles in about half the time. The values
+    differ from Flax's, the distributions do not.
+    """
+    shapes = jax.eval_shape(model.init, rng, images)["params"]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    for path, leaf in leaves:
+        if _name(path) not in ("kernel", "bias"):
+            raise ValueError(f"one_draw knows only kernels and biases; {jax.tree_util.keystr(path)} is neither.")
+    kernel_sizes = [leaf.size for path, leaf in leaves if _name(path) == "kernel"]
+    draw = jax.random.truncated_normal(rng, -2.0, 2.0, (sum(kernel_sizes),))
+    params, offset = [], 0
+    for path, leaf in leaves:
+        if _name(path) == "bias":
+            params.append(jnp.zeros(leaf.shape, leaf.dtype))
+            continue
+        fan_in = math.prod(leaf.shape[:-1])  # every input to one output unit, as variance_scaling counts it
+        stddev = math.sqrt(1.0 / fan_in) / TRUNCATED_NORMAL_STDDEV
+        params.append((draw[offset:offset + leaf.size].reshape(leaf.shape) * stddev).astype(leaf.dtype))
+        offset += leaf.size
+    return jax.tree_util.tree_unflatten(treedef, params)
+
+
+def _name(path: tuple) -> str:
+    return path[-1].key
