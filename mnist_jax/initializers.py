@@ -12,7 +12,7 @@ TRUNCATED_NORMAL_STDDEV = .87962566103423978
 
 
 def initial_params(init: str, model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
-    """The model's initial parameters, drawn the way `init` names (one of INITS)."""
+    """The model's initial parameters, drawn the way `init` ("flax" or "one_draw") names."""
     if init == "one_draw":
         return one_draw_params(model, rng, images)
     return model.init(rng, images)["params"]
@@ -22,7 +22,7 @@ def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
     """LeCun-normal kernels and zero biases, as Flax's defaults, with every kernel cut from one random draw.
 
     Flax derives a key per layer and draws each kernel on its own; XLA:CPU then compiles a random-number generator
-    per draw. One draw compiles once: the initialisation program compiles in about half the time. The values
+    per draw. One draw compiles once: the initialisation program compiles in under half the time. The values
     differ from Flax's, the distributions do not.
     """
     shapes = jax.eval_shape(model.init, rng, images)["params"]
