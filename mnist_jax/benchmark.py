@@ -15,7 +15,7 @@ from mnist_jax.environment import describe_environment
 from mnist_jax.errors import UserError
 from mnist_jax.models import model_from_config
 from mnist_jax.summary import summarize, summary_totals
-from mnist_jax.train import epoch_batches, predict_logits, train_one_step
+from mnist_jax.train import TrainState, epoch_batches, predict_logits, train_one_step
 from mnist_jax.trainer import initial_state, scan_program
 
 BACKWARD_FLOPS_FACTOR = 3  # a training step costs about forward + 2x forward for the gradients
@@ -32,8 +32,9 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
                         f"benchmark images: use 1 to {most_steps} steps (and a batch of at most {DATASET_SIZE:,}).")
     images, labels = _synthetic_data(config.seed)
     flops_per_image = _flops_per_image(config)
-    train = _time_training(config, images, labels, steps, repeats)
-    inference = _time_inference(config, images[:eval_images], eval_batch_size, repeats)
+    state = initial_state(config, steps_per_epoch=steps)
+    train, state = _time_training(config, state, images, labels, steps, repeats)
+    inference = _time_inference(state, images[:eval_images], eval_batch_size, repeats)  # the trained parameters
     return {
         "model": config.model, "batch_size": config.batch_size, "dtype": config.dtype, "loop": config.loop,
         "fast_compile": config.fast_compile,
@@ -66,9 +67,9 @@ def _flops_per_image(config: TrainConfig) -> int:
     return summary_totals(summarize(model_from_config(config)))["flops_per_image"]
 
 
-def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int) -> dict[str, float]:
+def _time_training(config: TrainConfig, state: TrainState, images, labels, steps: int,
+                   repeats: int) -> tuple[dict[str, float], TrainState]:
     """Median images/s over `repeats` timed calls of `steps` steps each, after one untimed warm-up call."""
-    state = initial_state(config, steps_per_epoch=steps)
     batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
     rng = jax.random.key(config.seed)
     scan = scan_program(config)
@@ -91,13 +92,13 @@ def _time_training(config: TrainConfig, images, labels, steps: int, repeats: int
             state = run(state)
             seconds.append(time.perf_counter() - started)
     images_per_second = steps * config.batch_size / statistics.median(seconds)
-    return {"images_per_second": round(images_per_second, 1), "compile_seconds": warmup.seconds,
-            "compilations_after_warmup": timed.count}
+    timing = {"images_per_second": round(images_per_second, 1), "compile_seconds": warmup.seconds,
+              "compilations_after_warmup": timed.count}
+    return timing, state  # the state passed in was donated to the training program
 
 
-def _time_inference(config: TrainConfig, images, batch_size: int, repeats: int) -> dict[str, float]:
+def _time_inference(state: TrainState, images, batch_size: int, repeats: int) -> dict[str, float]:
     """Median images/s of jitted batched inference over `images`, after an untimed warm-up."""
-    state = initial_state(config, steps_per_epoch=1)
     with count_compilations() as warmup:
         predict_logits(state.apply_fn, state.params, images, batch_size).block_until_ready()
     seconds = []
