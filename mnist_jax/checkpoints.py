@@ -11,7 +11,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from mnist_jax.errors import CheckpointError, first_line
+from mnist_jax.errors import CheckpointError, first_line, root_cause
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class Checkpointer:
         try:
             return dict(self.manager.restore(epoch, args=ocp.args.Composite(**args)))
         except Exception as error:  # Orbax raises many types for damaged or missing files
-            raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {first_line(error)}") from None
+            cause = first_line(root_cause(error))
+            raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {cause}") from None
 
     def restore_newest_good(self, **targets: Any) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """Restore the newest checkpoint that loads, warning about each damaged one skipped."""

@@ -22,3 +22,10 @@ def first_line(error: Exception, limit: int = 300) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return text[:limit].rstrip(".") + "."
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception an error was raised from: a library's wrappers name less than the cause."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error

@@ -1,6 +1,7 @@
 """`mnist-jax predict`: files, random test images, benchmark, and one-sentence errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,17 @@ def test_the_script_runs_the_predict_command(run_dir):
                             capture_output=True, text=True, cwd="/", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].endswith("/3 correct")
+
+
+def test_a_damaged_checkpoint_is_one_sentence_on_stderr_and_nothing_else(run_dir, tmp_path):
+    """Orbax's failed reads leave asyncio tasks behind; their tracebacks must not reach the terminal."""
+    damaged = shutil.copytree(run_dir, tmp_path / "run")
+    for path in (damaged / "checkpoints" / "2" / "params").rglob("*"):
+        if path.is_file() and path.parent.name == "d":  # the array data, not the metadata
+            path.write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "mnist_jax", "predict", str(damaged), "--which", "2",
+                             "--random", "3"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_USER_ERROR and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"mnist-jax: error: Checkpoint {damaged / 'checkpoints' / '2'} is damaged: ")
+    assert "TensorStore" not in result.stderr  # the root cause, not the wrapper's repr

@@ -9,6 +9,7 @@ from mnist_jax.errors import UserError
 
 EXIT_USER_ERROR = 2  # the same code argparse uses for a bad flag
 EXIT_INTERRUPTED = 130
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,16 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
+    # A failed Orbax read abandons asyncio tasks and callbacks; when they are collected, after our one-sentence
+    # error, Python would print their tracebacks. They go to the debug log instead.
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    if sys.unraisablehook is sys.__unraisablehook__:  # Python's printer; a host's own hook (pytest's) stays
+        sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(unraisable: "sys.UnraisableHookArgs") -> None:
+    """An exception Python could not raise (in a finaliser or a callback): logged, never printed as a traceback."""
+    log.debug("Ignored %s: %s (in %r)", type(unraisable.exc_value).__name__, unraisable.exc_value, unraisable.object)
 
 
 def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs) -> None:
