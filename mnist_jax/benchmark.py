@@ -4,6 +4,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -30,7 +31,7 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
     if not 1 <= steps <= most_steps:
         raise UserError(f"--steps {steps} at --batch-size {config.batch_size} does not fit the {DATASET_SIZE:,} "
                         f"benchmark images: use 1 to {most_steps} steps (and a batch of at most {DATASET_SIZE:,}).")
-    images, labels = _synthetic_data(config.seed)
+    images, labels = synthetic_data(config.seed)
     flops_per_image = _flops_per_image(config)
     state = initial_state(config, steps_per_epoch=steps)
     train, state = _time_training(config, state, images, labels, steps, repeats)
@@ -55,7 +56,7 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
     }
 
 
-def _synthetic_data(seed: int) -> tuple[jax.Array, jax.Array]:
+def synthetic_data(seed: int) -> tuple[jax.Array, jax.Array]:
     """MNIST-sized uint8 images and labels on the device (speed does not depend on pixel values)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (DATASET_SIZE, 28, 28), np.uint8)
@@ -70,19 +71,7 @@ def _flops_per_image(config: TrainConfig) -> int:
 def _time_training(config: TrainConfig, state: TrainState, images, labels, steps: int,
                    repeats: int) -> tuple[dict[str, float], TrainState]:
     """Median images/s over `repeats` timed calls of `steps` steps each, after one untimed warm-up call."""
-    batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
-    rng = jax.random.key(config.seed)
-    scan = scan_program(config)
-
-    def run(state):
-        if config.loop == "step":
-            for indices in batches:
-                state, metrics = train_one_step(state, images, labels, indices, rng)
-        else:
-            state, metrics = scan(state, images, labels, batches, rng)
-        jax.block_until_ready((state, metrics))
-        return state
-
+    run = training_run(config, images, labels, steps)
     with count_compilations() as warmup:
         state = run(state)
     seconds = []
@@ -95,6 +84,25 @@ def _time_training(config: TrainConfig, state: TrainState, images, labels, steps
     timing = {"images_per_second": round(images_per_second, 1), "compile_seconds": warmup.seconds,
               "compilations_after_warmup": timed.count}
     return timing, state  # the state passed in was donated to the training program
+
+
+def training_run(config: TrainConfig, images: jax.Array, labels: jax.Array,
+                 steps: int) -> Callable[[TrainState], TrainState]:
+    """What the benchmark times: `steps` training steps from a state, as `config.loop` runs them, until done."""
+    batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
+    rng = jax.random.key(config.seed)
+    scan = scan_program(config)
+
+    def run(state: TrainState) -> TrainState:
+        if config.loop == "step":
+            for indices in batches:
+                state, metrics = train_one_step(state, images, labels, indices, rng)
+        else:
+            state, metrics = scan(state, images, labels, batches, rng)
+        jax.block_until_ready((state, metrics))
+        return state
+
+    return run
 
 
 def _time_inference(state: TrainState, images, batch_size: int, repeats: int) -> dict[str, float]:
