@@ -23,14 +23,13 @@ import numpy as np
 from mnist_jax.benchmark import DATASET_SIZE, synthetic_data, training_run
 from mnist_jax.config import TrainConfig
 from mnist_jax.environment import describe_environment
+from mnist_jax.trainer import initial_state
 
 Timer = Callable[[], float]  # one timed run of the same training steps: seconds
 
 
 def mnist_jax_timer(config: TrainConfig, steps: int) -> Timer:
     """mnist_jax's training program, exactly as `mnist-jax benchmark` times it, compiled and warmed up."""
-    from mnist_jax.trainer import initial_state
-
     images, labels = synthetic_data(config.seed)
     run = training_run(config, images, labels, steps)
     state = run(initial_state(config, steps_per_epoch=steps))  # warm-up and compilation
