@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,25 +33,34 @@ def jit(fun: Callable | None = None, *, fastest_compile: bool = False, **options
 
 
 class _BackendJit:
-    """A `jax.jit` made on first use, once the backend, and so which options it accepts, is known."""
+    """A `jax.jit` made on first use, once the default backend, and so which options it accepts, is known.
+
+    The options follow the process's default backend: in a process with several, a program placed on another
+    backend gets the default's options. Unlike `jax.jit`, it does not bind as a method.
+    """
+
+    _lock = threading.Lock()  # the trainer's background thread may make a program's first call
 
     def __init__(self, fun: Callable, fastest_compile: bool, options: dict[str, Any]):
-        self._fun, self._fastest_compile, self._options = fun, fastest_compile, options
+        self._fun, self._fastest_compile, self._options, self._jitted = fun, fastest_compile, options, None
         functools.update_wrapper(self, fun)
 
-    @functools.cached_property
-    def _jitted(self) -> Any:
-        # Asking for the backend at import would start it before users can pick a platform.
-        options = compiler_options(jax.default_backend(), self._fastest_compile)
-        return jax.jit(self._fun, compiler_options=options, **self._options)
+    def _jit(self) -> Any:
+        if self._jitted is None:
+            with self._lock:  # one jax.jit per function, so every thread finds the programs others compiled
+                if self._jitted is None:
+                    # Asking for the backend at import would start it before users can pick a platform.
+                    options = compiler_options(jax.default_backend(), self._fastest_compile)
+                    self._jitted = jax.jit(self._fun, compiler_options=options, **self._options)
+        return self._jitted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._jitted(*args, **kwargs)
+        return self._jit()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:  # lower, trace, eval_shape, ... of the jitted function
-        if name in ("_fun", "_fastest_compile", "_options", "_jitted"):  # unset (in a copy): no endless recursion
+        if name.startswith("_"):  # our own fields, unset in a copy under construction: no endless recursion
             raise AttributeError(name)
-        return getattr(self._jitted, name)
+        return getattr(self._jit(), name)
 
 
 @dataclasses.dataclass

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnist_jax import data
 from mnist_jax.compilation import FAST_COMPILE, FASTEST_COMPILE, compiler_options, count_compilations, jit
@@ -29,6 +30,18 @@ def test_cpu_only_options_go_to_the_cpu_alone():
     assert compiler_options("cpu") == compiler_options("gpu", fastest_compile=True) == FAST_COMPILE
     assert not any(name.startswith("xla_cpu_") for name in compiler_options("gpu", fastest_compile=True))
     assert any(name.startswith("xla_cpu_") for name in FASTEST_COMPILE)
+
+
+@pytest.mark.parametrize("backend, cpu_only_options", [("cpu", True), ("gpu", False)])
+def test_our_jit_asks_the_backend_on_first_use_and_passes_its_options(monkeypatch, backend, cpu_only_options):
+    given = {}
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(jax, "jit", lambda fun, **kwargs: given.update(kwargs) or fun)
+    program = jit(lambda x: x + 1, fastest_compile=True, donate_argnums=0)
+    assert given == {}  # nothing asked at decoration time, when the backend may not be chosen yet
+    assert program(1) == 2
+    assert given["donate_argnums"] == 0
+    assert any(name.startswith("xla_cpu_") for name in given["compiler_options"]) == cpu_only_options
 
 
 def test_our_jit_is_jax_jit_with_the_function_name_and_ahead_of_time_lowering():
