@@ -23,7 +23,8 @@ def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
 
     Flax derives a key per layer and draws each kernel on its own; XLA:CPU then compiles a random-number generator
     per draw. One draw compiles once: the initialisation program compiles in under half the time. The values
-    differ from Flax's, the distributions do not.
+    differ from Flax's, the distributions do not, for layers that keep Flax's default initialisers (every layer
+    here does): a layer's own `kernel_init` is not seen, only the parameter's name.
     """
     shapes = jax.eval_shape(model.init, rng, images)["params"]
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)

@@ -30,9 +30,11 @@ def test_one_draw_has_flax_shapes_zero_biases_and_lecun_normal_kernels(name):
             continue
         target = math.sqrt(1.0 / math.prod(leaf.shape[:-1]))  # LeCun normal: variance 1 / fan_in
         assert np.abs(leaf).max() <= 2 * target / 0.8796 + 1e-6  # truncated at two (uncorrected) deviations
-        if leaf.size >= 10_000:  # enough values to pin the spread down to a few percent, as Flax's own
-            assert float(leaf.std()) == pytest.approx(target, rel=0.03)
-            assert float(flax_leaf.std()) == pytest.approx(target, rel=0.03)
+        # A sample's spread is within a few percent of the target at 10,000 values, within 20% at 200 (over 4
+        # standard errors), as Flax's own: a kernel drawn at another scale fails.
+        tolerance = 0.03 if leaf.size >= 10_000 else 0.2
+        assert float(leaf.std()) == pytest.approx(target, rel=tolerance)
+        assert float(flax_leaf.std()) == pytest.approx(target, rel=tolerance)
 
 
 def test_one_draw_depends_on_the_key_alone():
@@ -69,7 +71,6 @@ def test_one_draw_refuses_parameters_it_does_not_know():
 def test_the_config_picks_the_initialisation_and_checks_its_name():
     flax_state = initial_state(TrainConfig(model="mlp", init="flax"), steps_per_epoch=1)
     one_draw_state = initial_state(TrainConfig(model="mlp", init="one_draw"), steps_per_epoch=1)
-    np.testing.assert_array_equal(one_draw_state.params["Dense_0"]["bias"], 0.0)
     assert not np.allclose(flax_state.params["Dense_0"]["kernel"], one_draw_state.params["Dense_0"]["kernel"])
     with pytest.raises(UserError, match="--init must be one of flax, one_draw"):
         TrainConfig(init="zeros")
