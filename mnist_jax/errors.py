@@ -26,6 +26,8 @@ def first_line(error: Exception, limit: int = 300) -> str:
 
 def root_cause(error: BaseException) -> BaseException:
     """The innermost exception an error was raised from: a library's wrappers name less than the cause."""
-    while error.__cause__ is not None:
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:  # a cycle ends the walk
         error = error.__cause__
+        seen.add(id(error))
     return error

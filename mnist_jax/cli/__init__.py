@@ -2,7 +2,9 @@
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from mnist_jax.errors import UserError
@@ -51,15 +53,21 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     except ImportError:
         pass
     # A failed Orbax read abandons asyncio tasks and callbacks; when they are collected, after our one-sentence
-    # error, Python would print their tracebacks. They go to the debug log instead.
-    logging.getLogger("asyncio").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    # error, Python would print their tracebacks. -v shows them; our code runs no asyncio of its own.
+    if not verbose:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     if sys.unraisablehook is sys.__unraisablehook__:  # Python's printer; a host's own hook (pytest's) stays
-        sys.unraisablehook = _log_unraisable
+        sys.unraisablehook = _quiet_async_leftovers
 
 
-def _log_unraisable(unraisable: "sys.UnraisableHookArgs") -> None:
-    """An exception Python could not raise (in a finaliser or a callback): logged, never printed as a traceback."""
-    log.debug("Ignored %s: %s (in %r)", type(unraisable.exc_value).__name__, unraisable.exc_value, unraisable.object)
+def _quiet_async_leftovers(unraisable: "sys.UnraisableHookArgs") -> None:
+    """Send exceptions left over from Orbax's asynchronous reads to the debug log; print any other as Python does."""
+    frames = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+    if any(f"{os.sep}asyncio{os.sep}" in name or f"{os.sep}orbax{os.sep}" in name for name in frames):
+        log.debug("Ignored after a failed asynchronous read: %s", unraisable.exc_value,
+                  exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs) -> None:
