@@ -129,6 +129,9 @@ def main() -> int:
     if args.torch_device == "cuda" and not torch.cuda.is_available():
         print("--torch-device cuda: this PyTorch build sees no CUDA device.", file=sys.stderr)
         return 2
+    if not 1 <= args.batch_size <= DATASET_SIZE:
+        print(f"--batch-size must be 1 to {DATASET_SIZE}.", file=sys.stderr)
+        return 2
     if not 1 <= args.steps <= DATASET_SIZE // args.batch_size:
         print(f"--steps must be 1 to {DATASET_SIZE // args.batch_size} at --batch-size {args.batch_size}.",
               file=sys.stderr)
