@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,12 @@ def mnist_jax_timer(config: TrainConfig, steps: int) -> Timer:
     """mnist_jax's training program, exactly as `mnist-jax benchmark` times it, compiled and warmed up."""
     images, labels = synthetic_data(config.seed)
     run = training_run(config, images, labels, steps)
-    state = run(initial_state(config, steps_per_epoch=steps))  # warm-up and compilation
+    return _warmed_up_timer(run, initial_state(config, steps_per_epoch=steps))
+
+
+def _warmed_up_timer(run: Callable[[Any], Any], state: Any) -> Timer:
+    """Run once untimed (compilation, warm-up), then time each call, every run going on from the last state."""
+    state = run(state)
 
     def timed() -> float:
         nonlocal state
@@ -51,9 +57,7 @@ def plain_flax_timer(batch_size: int, steps: int, seed: int = 0) -> Timer:
     from mnist_jax.layers import PlainCNN
     from mnist_jax.train import create_train_state, epoch_batches, train_one_step
 
-    rng = np.random.default_rng(seed)
-    images = jax.device_put(rng.integers(0, 256, (DATASET_SIZE, 28, 28), np.uint8))
-    labels = jax.device_put(rng.integers(0, 10, DATASET_SIZE).astype(np.int32))
+    images, labels = synthetic_data(seed)  # the same images as mnist_jax's side
     batches = list(epoch_batches(jax.random.key(seed), DATASET_SIZE, batch_size)[:steps])
 
     def run(state):
@@ -61,15 +65,7 @@ def plain_flax_timer(batch_size: int, steps: int, seed: int = 0) -> Timer:
             state, metrics = train_one_step(state, images, labels, indices, jax.random.key(0))
         return jax.block_until_ready(state)
 
-    state = run(create_train_state(PlainCNN(), optax.adam(1e-3), jax.random.key(seed)))  # warm-up, compilation
-
-    def timed() -> float:
-        nonlocal state
-        started = time.perf_counter()
-        state = run(state)
-        return time.perf_counter() - started
-
-    return timed
+    return _warmed_up_timer(run, create_train_state(PlainCNN(), optax.adam(1e-3), jax.random.key(seed)))
 
 
 def torch_timer(batch_size: int, steps: int, device: str = "cpu", seed: int = 0) -> Timer:
