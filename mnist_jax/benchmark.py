@@ -10,14 +10,15 @@ from typing import Any
 import jax
 import numpy as np
 
+from mnist_jax import compilation
 from mnist_jax.compilation import count_compilations
 from mnist_jax.config import TrainConfig
 from mnist_jax.environment import describe_environment
 from mnist_jax.errors import UserError
 from mnist_jax.models import model_from_config
 from mnist_jax.summary import summarize, summary_totals
-from mnist_jax.train import TrainState, epoch_batches, predict_logits, train_one_step
-from mnist_jax.trainer import initial_state, scan_program
+from mnist_jax.steps import TrainState, epoch_plan, predict_logits, train_one_step, train_steps
+from mnist_jax.train import initial_state
 
 BACKWARD_FLOPS_FACTOR = 3  # a training step costs about forward + 2x forward for the gradients
 DATASET_SIZE = 48_000  # MNIST's training split after the 20% validation hold-out
@@ -34,7 +35,8 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
     images, labels = synthetic_data(config.seed)
     flops_per_image = _flops_per_image(config)
     state = initial_state(config, steps_per_epoch=steps)
-    train, state = _time_training(config, state, images, labels, steps, repeats)
+    with compilation.speedups(config.fast_compile):
+        train, state = _time_training(config, state, images, labels, steps, repeats)
     inference = _time_inference(state, images[:eval_images], eval_batch_size, repeats)  # the trained parameters
     return {
         "model": config.model, "batch_size": config.batch_size, "dtype": config.dtype, "loop": config.loop,
@@ -89,16 +91,15 @@ def _time_training(config: TrainConfig, state: TrainState, images, labels, steps
 def training_run(config: TrainConfig, images: jax.Array, labels: jax.Array,
                  steps: int) -> Callable[[TrainState], TrainState]:
     """What the benchmark times: `steps` training steps from a state, as `config.loop` runs them, until done."""
-    batches = epoch_batches(jax.random.key(config.seed), len(labels), config.batch_size)[:steps]
-    rng = jax.random.key(config.seed)
-    scan = scan_program(config)
+    batches, rng = epoch_plan(config.seed, 1, len(labels), config.batch_size)
+    batches = batches[:steps]
 
     def run(state: TrainState) -> TrainState:
         if config.loop == "step":
             for indices in batches:
                 state, metrics = train_one_step(state, images, labels, indices, rng)
         else:
-            state, metrics = scan(state, images, labels, batches, rng)
+            state, metrics = train_steps(state, images, labels, batches, rng)
         jax.block_until_ready((state, metrics))
         return state
 

@@ -139,24 +139,72 @@ def checkpoint_dir(path: str | Path) -> Path:
     return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
-def restore_for_inference(path: str | Path, which: str | int = "best") -> tuple[int, nn.Module, Any, dict[str, Any]]:
-    """Restore (epoch, model, parameters, metadata) from a run or checkpoints directory, with no other input."""
-    from mnist_jax.models import abstract_params, create_model
+def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any],
+                    custom_model: nn.Module | None = None) -> dict[str, Any]:
+    """Everything a predictor needs beside the arrays, and nothing from the training code.
+
+    A model given in Python (not by name) is recorded by its class name: only Python can rebuild it.
+    """
+    from mnist_jax.environment import package_versions
+    from mnist_jax.models import PIXEL_SCALE, model_hparams, model_version
+
+    if custom_model is not None:
+        model = {"model": None, "model_class": type(custom_model).__name__, "hparams": {}}
+    else:
+        model = {"model": config.model, "model_version": model_version(config.model),
+                 "hparams": model_hparams(config.model, config.to_dict())}
+    return {
+        **model,
+        "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
+        "class_names": list(datasets.class_names),
+        "dataset": datasets.name,
+        "packages": package_versions(),
+        "config": config.to_dict(),
+        "epoch": record["epoch"],
+        "metrics": {k: v for k, v in record.items() if k != "epoch"},
+    }
+
+
+def restore_for_inference(path: str | Path, which: str | int = "best",
+                          model: nn.Module | None = None) -> tuple[int, nn.Module, Any, dict[str, Any]]:
+    """Restore (epoch, model, parameters, metadata) from a run or checkpoints directory.
+
+    The network is rebuilt from the checkpoint's metadata, or given as `model` (required for a run trained with a
+    model given in Python).
+    """
+    from mnist_jax.models import abstract_params
 
     checkpointer = Checkpointer(checkpoint_dir(path), read_only=True)
     try:
         epoch = checkpointer.resolve(which)
+        where = checkpointer.directory / str(epoch)
         meta = checkpointer.restore_meta(epoch)
-        check_model_version(meta, checkpointer.directory / str(epoch))
+        given = model is not None
+        model = model or _model_from_meta(meta, where)
         try:
-            model = create_model(meta["model"], **meta["hparams"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"Checkpoint {checkpointer.directory / str(epoch)} has unusable metadata "
-                                  f"({error}).") from None
-        params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+            params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+        except CheckpointError:
+            if given:  # more likely another network than a damaged file
+                raise CheckpointError(f"Checkpoint {where} does not restore into the given {type(model).__name__}: "
+                                      f"its parameters belong to another network, or it is damaged.") from None
+            raise
     finally:
         checkpointer.close()
     return epoch, model, params, meta
+
+
+def _model_from_meta(meta: dict[str, Any], where: Path) -> nn.Module:
+    """The registered network a checkpoint names, at the version this mnist_jax computes."""
+    from mnist_jax.models import create_model
+
+    if meta.get("model") is None and meta.get("model_class"):
+        raise CheckpointError(f"{where} was trained with a model given in Python ({meta['model_class']}); load it "
+                              f"in Python with Predictor.load(run_dir, model={meta['model_class']}(...)).")
+    check_model_version(meta, where)
+    try:
+        return create_model(meta["model"], **meta["hparams"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"Checkpoint {where} has unusable metadata ({error}).") from None
 
 
 def check_model_version(meta: dict[str, Any], where: Path) -> None:

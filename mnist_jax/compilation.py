@@ -1,10 +1,15 @@
-"""XLA compiler options for our programs, and a counter of compilations so tests can show shapes stay fixed."""
+"""The speed seam: XLA compiler options for our programs, compiling ahead on a second thread, counting compiles.
 
+The training loop reads the same without any of this: `compilation.jit` is `jax.jit` with compiler options, and
+`speedups(...)` is a `with` block the loop could drop and still compute the same numbers.
+"""
+
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -25,8 +30,20 @@ def compiler_options(backend: str, fastest_compile: bool = False) -> dict[str, A
     return FASTEST_COMPILE if fastest_compile and backend == "cpu" else FAST_COMPILE
 
 
-def jit(fun: Callable | None = None, *, fastest_compile: bool = False, **options: Any) -> Any:
-    """`jax.jit` with our compiler options; usable as `@jit` or `@functools.partial(jit, ...)`."""
+@dataclasses.dataclass
+class _Settings:
+    fast_compile_training: bool = False  # set by speedups(); read by programs declared fastest_compile=None
+
+
+_settings = _Settings()
+
+
+def jit(fun: Callable | None = None, *, fastest_compile: bool | None = False, **options: Any) -> Any:
+    """`jax.jit` with our compiler options; usable as `@jit` or `@functools.partial(jit, ...)`.
+
+    fastest_compile: True for programs that run once; None for the training programs, which follow
+    `speedups(fast_compile=...)`.
+    """
     if fun is None:
         return functools.partial(jit, fastest_compile=fastest_compile, **options)
     return _BackendJit(fun, fastest_compile, options)
@@ -39,20 +56,23 @@ class _BackendJit:
     backend gets the default's options. Unlike `jax.jit`, it does not bind as a method.
     """
 
-    _lock = threading.Lock()  # the trainer's background thread may make a program's first call
+    _lock = threading.Lock()  # the background thread may make a program's first call
 
-    def __init__(self, fun: Callable, fastest_compile: bool, options: dict[str, Any]):
-        self._fun, self._fastest_compile, self._options, self._jitted = fun, fastest_compile, options, None
+    def __init__(self, fun: Callable, fastest_compile: bool | None, options: dict[str, Any]):
+        self._fun, self._fastest_compile, self._options, self._jitted = fun, fastest_compile, options, {}
         functools.update_wrapper(self, fun)
 
     def _jit(self) -> Any:
-        if self._jitted is None:
-            with self._lock:  # one jax.jit per function, so every thread finds the programs others compiled
-                if self._jitted is None:
+        fastest = self._fastest_compile
+        if fastest is None:
+            fastest = _settings.fast_compile_training
+        if fastest not in self._jitted:
+            with self._lock:  # one jax.jit per function and choice, so every thread finds the programs others compiled
+                if fastest not in self._jitted:
                     # Asking for the backend at import would start it before users can pick a platform.
-                    options = compiler_options(jax.default_backend(), self._fastest_compile)
-                    self._jitted = jax.jit(self._fun, compiler_options=options, **self._options)
-        return self._jitted
+                    options = compiler_options(jax.default_backend(), fastest)
+                    self._jitted[fastest] = jax.jit(self._fun, compiler_options=options, **self._options)
+        return self._jitted[fastest]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._jit()(*args, **kwargs)
@@ -61,6 +81,27 @@ class _BackendJit:
         if name.startswith("_"):  # our own fields, unset in a copy under construction: no endless recursion
             raise AttributeError(name)
         return getattr(self._jit(), name)
+
+
+@contextlib.contextmanager
+def speedups(fast_compile: bool = False, precompile: Sequence[Callable[[], Any]] = ()) -> Iterator[None]:
+    """Inside the block, run `precompile` (ahead-of-time compiles) on a second thread and, with `fast_compile`,
+    compile the training programs in about half the time for somewhat slower steps (short runs: the speedrun).
+
+    Compiling the programs that come later (the epoch's plan, evaluation) while this thread initialises and
+    compiles training saves about a third of a second a run on 2 cores; a failed compile raises at the end.
+    """
+    previous = _settings.fast_compile_training
+    _settings.fast_compile_training = fast_compile
+    background = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        futures = [background.submit(compile_program) for compile_program in precompile]
+        yield
+        for future in futures:
+            future.result()  # raises what the compilation raised, if anything
+    finally:
+        background.shutdown(cancel_futures=True)
+        _settings.fast_compile_training = previous
 
 
 @dataclasses.dataclass

@@ -1,6 +1,7 @@
 """Initial parameters: Flax's own per-layer draws, or the same distributions from one random draw."""
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -11,10 +12,8 @@ import jax.numpy as jnp
 TRUNCATED_NORMAL_STDDEV = .87962566103423978
 
 
-def initial_params(init: str, model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
-    """The model's initial parameters, drawn the way `init` ("flax" or "one_draw") names."""
-    if init == "one_draw":
-        return one_draw_params(model, rng, images)
+def flax_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
+    """Flax's own initial values: each layer draws its parameters with its own initialisers."""
     return model.init(rng, images)["params"]
 
 
@@ -47,3 +46,7 @@ def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
 
 def _name(path: tuple) -> str:
     return path[-1].key
+
+
+# name -> (model, rng, images) -> parameters; TrainConfig.init takes these names.
+INITS: dict[str, Callable[[nn.Module, jax.Array, jax.Array], Any]] = {"flax": flax_params, "one_draw": one_draw_params}

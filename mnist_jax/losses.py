@@ -1,5 +1,6 @@
-"""Cross-entropy losses on integer labels (sparse) or one-hot labels (categorical)."""
+"""Cross-entropy losses by name, on integer labels (sparse) or one-hot labels (categorical)."""
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -8,7 +9,7 @@ import optax
 
 from mnist_jax.models import NUM_CLASSES
 
-LossFn = Callable[..., jax.Array]  # (logits_BxK, labels_B, label_smoothing=0.0) -> per-example loss
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits_BxK, labels_B) -> per-example loss (B,)
 
 
 def sparse_categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array,
@@ -25,10 +26,17 @@ def categorical_cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array, label_
     return optax.softmax_cross_entropy(logits_BxK, targets_BxK)
 
 
-LOSSES: dict[str, LossFn] = {
+# name -> (logits_BxK, labels_B, label_smoothing) -> per-example loss; TrainConfig.loss takes these names.
+LOSSES: dict[str, Callable[..., jax.Array]] = {
     "sparse": sparse_categorical_cross_entropy,
     "categorical": categorical_cross_entropy,
 }
+
+
+@functools.cache  # one function per choice: the training program is keyed on it, so equal configs share programs
+def loss_from_config(name: str, label_smoothing: float = 0.0) -> LossFn:
+    """The named loss with its label smoothing bound: `loss_fn(logits_BxK, labels_B)`."""
+    return functools.partial(LOSSES[name], label_smoothing=label_smoothing)
 
 
 def accuracy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:

@@ -1,27 +1,30 @@
-"""Optax optimizers and learning-rate schedules, built from the configuration."""
+"""Optax optimizers and learning-rate schedules by name: add one to its dict and `TrainConfig` accepts it."""
+
+from collections.abc import Callable
+from typing import Any
 
 import optax
 
-from mnist_jax.config import TrainConfig
-
 ONECYCLE_WARMUP = 0.25  # fraction of the steps spent warming up in the one-cycle schedule
 
+# name -> (peak learning rate, total steps) -> schedule
+SCHEDULES: dict[str, Callable[[float, int], optax.Schedule]] = {
+    "constant": lambda peak, total_steps: optax.constant_schedule(peak),
+    "cosine": lambda peak, total_steps: optax.cosine_decay_schedule(peak, decay_steps=max(total_steps, 1)),
+    "onecycle": lambda peak, total_steps: optax.cosine_onecycle_schedule(max(total_steps, 1), peak,
+                                                                         pct_start=ONECYCLE_WARMUP),
+}
 
-def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
-    """A constant, cosine-decay or one-cycle schedule peaking at config.learning_rate."""
-    peak = config.learning_rate
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(peak, decay_steps=max(total_steps, 1))
-    if config.schedule == "onecycle":
-        return optax.cosine_onecycle_schedule(max(total_steps, 1), peak, pct_start=ONECYCLE_WARMUP)
-    return optax.constant_schedule(peak)
+# name -> (schedule, config) -> optimizer
+OPTIMIZERS: dict[str, Callable[[optax.Schedule, Any], optax.GradientTransformation]] = {
+    "adam": lambda schedule, config: optax.adam(schedule, b1=config.beta1, b2=config.beta2),
+    "sgd": lambda schedule, config: optax.sgd(schedule, momentum=config.momentum),
+    "adamw": lambda schedule, config: optax.adamw(schedule, b1=config.beta1, b2=config.beta2,
+                                                  weight_decay=config.weight_decay),
+}
 
 
-def create_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """Adam (the default), SGD with momentum, or AdamW with decoupled weight decay."""
-    schedule = learning_rate_schedule(config, total_steps)
-    if config.optimizer == "sgd":
-        return optax.sgd(schedule, momentum=config.momentum)
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, b1=config.beta1, b2=config.beta2, weight_decay=config.weight_decay)
-    return optax.adam(schedule, b1=config.beta1, b2=config.beta2)
+def optimizer_from_config(config: Any, total_steps: int) -> optax.GradientTransformation:
+    """The configured optimizer under the configured schedule, peaking at config.learning_rate."""
+    schedule = SCHEDULES[config.schedule](config.learning_rate, total_steps)
+    return OPTIMIZERS[config.optimizer](schedule, config)

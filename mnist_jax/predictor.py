@@ -17,10 +17,10 @@ import numpy as np
 
 from mnist_jax.checkpoints import restore_for_inference
 from mnist_jax.data import DIGIT_NAMES, Split
-from mnist_jax.evaluation import run_splits
 from mnist_jax.errors import InputError
 from mnist_jax.images import load_mnist_image
 from mnist_jax.models import prepare_images
+from mnist_jax.rundir import RunDir, run_splits
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,14 @@ class Predictor:
             {"params": params}, prepare_images(pixels_BxHxW), train=False))
 
     @classmethod
-    def load(cls, path: str | Path, which: str | int = "best", buckets: Sequence[int] = BUCKETS) -> "Predictor":
-        """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory."""
-        epoch, model, params, meta = restore_for_inference(path, which)
-        log.info("Restored the %s model of epoch %d from %s.", meta["model"], epoch, path)
+    def load(cls, path: str | Path, which: str | int = "best", model: nn.Module | None = None,
+             buckets: Sequence[int] = BUCKETS) -> "Predictor":
+        """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory.
+
+        `model`: the network to restore into; needed for a run trained with a model given in Python.
+        """
+        epoch, model, params, meta = restore_for_inference(path, which, model)
+        log.info("Restored the %s model of epoch %d from %s.", type(model).__name__, epoch, path)
         return cls(model, params, meta=meta, epoch=epoch, buckets=buckets)
 
     def predict_logits(self, images: Images) -> np.ndarray:
@@ -85,6 +89,20 @@ class Predictor:
             padding = self.bucket_for(len(chunk)) - len(chunk)
             chunks.append(np.pad(chunk, ((0, padding), (0, 0), (0, 0))) if padding else chunk)
         return chunks
+
+
+def evaluate_run(path: str | Path, which: str | int = "best", data_dir: str | None = None,
+                 model: nn.Module | None = None) -> dict[str, Any]:
+    """Test loss and accuracy of one checkpoint of a run, on every test image."""
+    from mnist_jax.steps import evaluate
+
+    run_dir = RunDir.open(path)
+    epoch, model, params, meta = restore_for_inference(run_dir.path, which, model)
+    config, _, test = run_splits(run_dir.path, meta, data_dir)
+    images, labels = jax.device_put(test.images), jax.device_put(test.labels)
+    metrics = evaluate(model.apply, params, images, labels, config.eval_batch_size)
+    return {"epoch": epoch, "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
+            "test_images": len(test)}
 
 
 def as_pixels(images: Images) -> np.ndarray:

@@ -16,11 +16,10 @@ from mnist_jax import plots
 from mnist_jax.checkpoints import restore_for_inference
 from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.diagram import draw_model
-from mnist_jax.evaluation import run_splits
 from mnist_jax.errors import UserError
-from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
+from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir, run_splits
 from mnist_jax.summary import format_summary, summarize
-from mnist_jax.train import predict_logits
+from mnist_jax.steps import predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -100,3 +100,26 @@ def _unused(path: Path) -> Path:
         number += 1
         candidate = path.with_name(f"{path.name}-{number}")
     return candidate
+
+
+def run_config(run_path: str | Path, meta: dict[str, Any]) -> Any:
+    """The run's config.json (beside or above its checkpoints), else the copy saved in the checkpoint."""
+    from mnist_jax.config import TrainConfig
+    from mnist_jax.errors import CheckpointError
+
+    path = Path(run_path)
+    for candidate in (path / CONFIG, path.parent / CONFIG):
+        if candidate.is_file():
+            return TrainConfig.load(candidate)
+    if "config" not in meta:
+        raise CheckpointError(f"{path} has no {CONFIG} and its checkpoint does not record the training data.")
+    return TrainConfig.from_dict(meta["config"])
+
+
+def run_splits(run_path: str | Path, meta: dict[str, Any], data_dir: str | None = None) -> tuple[Any, Any, Any]:
+    """The run's configuration and the train and test splits of the data it was trained on."""
+    from mnist_jax.data import load_train_test
+
+    config = run_config(run_path, meta)
+    train, test = load_train_test(config.dataset, config.source, data_dir or config.data_dir)
+    return config, train, test

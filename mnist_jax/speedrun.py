@@ -11,7 +11,7 @@ import numpy as np
 
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 

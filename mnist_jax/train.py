@@ -1,126 +1,252 @@
-"""Pure, jitted training and evaluation steps, and the epoch loops built from them."""
+"""The training loop: load → init (or restore) → for each epoch: train, validate, checkpoint, log → test.
 
-import functools
+The jitted programs it calls are in steps.py; `compilation.speedups` only makes them compile sooner.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
-from flax import struct
-from flax.training import train_state
+from tqdm.auto import tqdm
 
-from mnist_jax.compilation import jit
-from mnist_jax.initializers import initial_params
-from mnist_jax.losses import LOSSES, accuracy, sparse_categorical_cross_entropy
-from mnist_jax.models import prepare_images
+from mnist_jax import compilation, steps
+from mnist_jax.checkpoints import Checkpointer, check_model_version, checkpoint_meta
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import Datasets, Split, load_datasets
+from mnist_jax.environment import describe_environment
+from mnist_jax.errors import UserError
+from mnist_jax.losses import LossFn, loss_from_config
+from mnist_jax.models import abstract_params, model_from_config
+from mnist_jax.optim import optimizer_from_config
+from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
+from mnist_jax.steps import TrainState
 
-Batch = dict[str, jax.Array]  # {"image": uint8 (B, 28, 28), "label": int32 (B,)}
-Metrics = dict[str, jax.Array]
-
-
-class TrainState(train_state.TrainState):
-    """Parameters, optimizer state and step, plus the (static) loss name and label smoothing."""
-
-    loss: str = struct.field(pytree_node=False, default="sparse")
-    label_smoothing: float = struct.field(pytree_node=False, default=0.0)
+log = logging.getLogger(__name__)
 
 
-def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                       loss: str = "sparse", label_smoothing: float = 0.0, init: str = "flax") -> TrainState:
-    """Initialise parameters with a dummy batch and wrap them with the optimizer, as one compiled program."""
-    return _jitted_init(model, optimizer, rng, loss, label_smoothing, init)  # not one program per op, as eagerly
+class TrainingDiverged(UserError):
+    """The training loss stopped being finite."""
 
 
-def init_train_state(model: nn.Module, optimizer: optax.GradientTransformation, rng: jax.Array,
-                     loss: str = "sparse", label_smoothing: float = 0.0, init: str = "flax") -> TrainState:
-    """The traceable body of `create_train_state`, for callers that derive `rng` in the same program."""
-    params = initial_params(init, model, rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss=loss,
-                             label_smoothing=label_smoothing)
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run returns to Python callers."""
+
+    state: TrainState  # params: a plain pytree for model.apply({"params": params}, x)
+    history: list[dict[str, Any]]  # one record per epoch
+    metrics: dict[str, Any]  # test metrics and totals, as in metrics.json
+    run_dir: RunDir | None
 
 
-_jitted_init = jit(init_train_state, static_argnums=(0, 1, 3, 4, 5), fastest_compile=True)  # runs once
+@dataclasses.dataclass(frozen=True)
+class DeviceSplit:
+    """A split's uint8 images and int32 labels placed on the device once."""
+
+    images: jax.Array
+    labels: jax.Array
+
+    @classmethod
+    def put(cls, split: Split) -> "DeviceSplit":
+        return cls(jax.device_put(split.images), jax.device_put(split.labels))
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    """One optimizer step on a batch; dropout randomness is `rng` folded with the step number."""
-    images = prepare_images(batch["image"])
-    dropout_rng = jax.random.fold_in(rng, state.step)
+def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike | None = None, *,
+                       model: nn.Module | None = None, loss_fn: LossFn | None = None,
+                       optimizer: optax.GradientTransformation | None = None, datasets: Datasets | None = None,
+                       progress: bool = False, resume: bool = False) -> TrainResult:
+    """Train, validating and checkpointing every epoch, then evaluate once on the test set.
 
-    def loss_fn(params):
-        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
-        return LOSSES[state.loss](logits, batch["label"], state.label_smoothing).mean(), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
-    return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
-
-
-def shuffled_batches(rng: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
-    """Shuffle the example indices and cut them into (steps, batch_size); the remainder is skipped."""
-    steps = num_examples // batch_size
-    order = jax.random.permutation(rng, num_examples)
-    return order[: steps * batch_size].reshape(steps, batch_size)
-
-
-# Compiled alone; inside another jitted function, call shuffled_batches (only a top-level jit takes compiler options).
-epoch_batches = jit(shuffled_batches, static_argnames=("num_examples", "batch_size"), fastest_compile=True)
-
-
-def scan_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
-               rng: jax.Array) -> tuple[TrainState, Metrics]:
-    """Run one train_step per row of batch indices in a single jitted lax.scan; return summed metrics."""
-
-    def body(state, indices_B):
-        return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
-
-    state, metrics_S = jax.lax.scan(body, state, batch_indices_SxB)
-    return state, jax.tree.map(jnp.sum, metrics_S)
-
-
-train_steps = jit(scan_steps, donate_argnums=0)
-# The same program compiled in about half the time, for slower steps: for short runs (TrainConfig.fast_compile).
-train_steps_fast_compile = jit(scan_steps, donate_argnums=0, fastest_compile=True)
-
-
-@functools.partial(jit, donate_argnums=0)
-def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indices_B: jax.Array,
-                   rng: jax.Array) -> tuple[TrainState, Metrics]:
-    """Gather one batch on the device and take one train_step (the per-step loop, for comparison)."""
-    return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
-
-
-def batched_logits(apply_fn: Any, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
-    """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
-    count = images.shape[0]
-    batch_size = max(1, min(batch_size, count))  # a small split is not padded up to a whole large batch
-    num_batches = -(-count // batch_size)
-    padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
-
-    def body(_, batch_images):
-        return None, apply_fn({"params": params}, prepare_images(batch_images))
-
-    _, logits = jax.lax.scan(body, None, padded.reshape(num_batches, batch_size, *images.shape[1:]))
-    return logits.reshape(-1, logits.shape[-1])[:count]
+    Args:
+      config: the run's settings; `model`, `loss_fn` and `optimizer` replace the ones it names.
+      run_dir: where to record the run (a `RunDir` or a path); None keeps everything in memory.
+      model: a Flax Linen module, applied as `model.apply({"params": p}, images_Bx28x28x1_in_0_1, train=bool)`,
+        returning logits (B, 10).
+      loss_fn: `loss_fn(logits_BxK, labels_B)` -> per-example losses (B,).
+      optimizer: any `optax.GradientTransformation` (it replaces the configured optimizer and schedule).
+      datasets: data already loaded; by default the config's dataset is loaded.
+      progress: show a progress bar per epoch.
+      resume: continue `run_dir` from its newest good checkpoint.
+    """
+    datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
+    steps_per_epoch = steps_in_epoch(config, datasets)
+    custom_model = model is not None
+    model = model or model_from_config(config)
+    run_dir = _run_dir(run_dir, resume)
+    train, val = DeviceSplit.put(datasets.train), datasets.val and DeviceSplit.put(datasets.val)
+    precompile = _evaluations_to_precompile(config, datasets, model)
+    with compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer:
+        state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
+        state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
+        if run_dir:  # only now: a resume that fails leaves the run as it was
+            _write_run_files(run_dir, config, environment=not resume)
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            state, record = train_epoch(config, state, train, epoch, progress)
+            if val:
+                record |= _prefixed("val_", steps.evaluate(state.apply_fn, state.params, val.images, val.labels,
+                                                           config.eval_batch_size))
+            history.append(record)
+            log.info("Epoch %d/%d: %s", epoch, config.epochs, _brief(record))
+            if run_dir:
+                run_dir.append_history(record)
+            _stop_if_diverged(record, run_dir, checkpointer)
+            if run_dir:
+                meta = checkpoint_meta(config, datasets, record, model if custom_model else None)
+                checkpointer.save(epoch, state.params, training_arrays(state), meta, _score(record))
+    metrics = test_metrics(config, datasets.test, state, history)
+    if run_dir:
+        run_dir.write_json(METRICS, metrics)
+    return TrainResult(state, history, metrics, run_dir)
 
 
-predict_logits = jit(batched_logits, static_argnames=("apply_fn", "batch_size"))  # batched_logits compiled alone
+def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
+    """Full batches per epoch; at least one, or the batch size is an error."""
+    steps_per_epoch = len(datasets.train) // config.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(datasets.train)} training images.")
+    return steps_per_epoch
 
 
-def evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over every image of a split (one-hot or not, the loss is the same)."""
-    metrics = _evaluate(apply_fn, params, images, labels, batch_size)
-    return {name: float(value) for name, value in metrics.items()}
+def initial_state(config: TrainConfig, steps_per_epoch: int, model: nn.Module | None = None,
+                  loss_fn: LossFn | None = None, optimizer: optax.GradientTransformation | None = None) -> TrainState:
+    """Fresh parameters and optimizer state for `config`; the pieces given replace the ones it names."""
+    model = model or model_from_config(config)
+    loss_fn = loss_fn or loss_from_config(config.loss, config.label_smoothing)
+    optimizer = optimizer or optimizer_from_config(config, steps_per_epoch * config.epochs)
+    return steps.init_state(model, optimizer, loss_fn, config.seed, config.init)
 
 
-def compile_evaluate(apply_fn: Any, params: Any, images: Any, labels: Any, batch_size: int) -> None:
-    """Compile `evaluate` ahead of time for these arguments, which may be `jax.ShapeDtypeStruct`s."""
-    _evaluate.lower(apply_fn, params, images, labels, batch_size).compile()  # later calls find it in jit's cache
+def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoch: int,
+                progress: bool = False) -> tuple[TrainState, dict[str, Any]]:
+    """One shuffled pass over the training split, `steps_per_call` steps per jitted call (one with loop="step")."""
+    started = time.perf_counter()
+    batches, dropout_rng = steps.epoch_plan(config.seed, epoch, len(train), config.batch_size)
+    chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
+    totals = None
+    with tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress) as bar:
+        for start in range(0, len(batches), chunk):
+            if config.loop == "step":
+                state, metrics = steps.train_one_step(state, train.images, train.labels, batches[start], dropout_rng)
+            else:
+                state, metrics = steps.train_steps(state, train.images, train.labels, batches[start:start + chunk],
+                                                   dropout_rng)
+            totals = metrics if totals is None else steps.add_metrics(totals, metrics)
+            if progress:  # reading the running loss syncs with the device once per call
+                bar.update(min(chunk, len(batches) - start))
+                bar.set_postfix(loss=f"{float(totals['loss']) / bar.n:.4f}")
+    means = {f"train_{name}": float(total) / len(batches) for name, total in totals.items()}
+    return state, {"epoch": epoch, **means, "seconds": round(time.perf_counter() - started, 3)}
 
 
-@functools.partial(jit, static_argnames=("apply_fn", "batch_size"), fastest_compile=True)  # runs once a split
-def _evaluate(apply_fn: Any, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
-    logits = batched_logits(apply_fn, params, images, batch_size)  # one program with the metrics
-    return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
-            "accuracy": accuracy(logits, labels).mean()}
+def test_metrics(config: TrainConfig, test: Split, state: TrainState, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate once on every test image; the test set plays no part in training or model selection."""
+    images, labels = jax.device_put(test.images), jax.device_put(test.labels)
+    metrics = steps.evaluate(state.apply_fn, state.params, images, labels, config.eval_batch_size)
+    log.info("Test accuracy %.4f, loss %.4f on %d images.", metrics["accuracy"], metrics["loss"], len(test))
+    return {
+        "test_accuracy": metrics["accuracy"],
+        "test_loss": metrics["loss"],
+        "test_images": len(test),
+        "epochs": len(history),
+        "train_seconds": round(sum(record["seconds"] for record in history), 3),
+        "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(state.params))),
+    }
+
+
+def training_arrays(state: TrainState) -> dict[str, Any]:
+    """Besides the parameters, what resumes training exactly (the RNG is derived from the seed and epoch)."""
+    return {"opt_state": state.opt_state, "step": state.step}
+
+
+def _run_dir(run_dir: RunDir | str | os.PathLike | None, resume: bool) -> RunDir | None:
+    """A RunDir for a path: the existing run when resuming, else a new one."""
+    if run_dir is None or isinstance(run_dir, RunDir):
+        return run_dir
+    return RunDir.open(run_dir) if resume else RunDir.create(run_dir)
+
+
+@contextlib.contextmanager
+def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
+    """The run's checkpointer; on leaving, every pending write is finished, so no checkpoint is left half written."""
+    checkpointer = Checkpointer(run_dir.checkpoints) if run_dir else None
+    try:
+        yield checkpointer
+    finally:
+        if checkpointer:
+            checkpointer.wait()
+            checkpointer.close()
+
+
+def _evaluations_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module) -> list:
+    """Compiles of the validation and test evaluations and of the epoch's plan, for compilation.speedups."""
+    params = abstract_params(model)
+    evaluations = [lambda split=split: steps.eval_step.lower(model.apply, params, _shape_of(split.images),
+                                                             _shape_of(split.labels), config.eval_batch_size).compile()
+                   for split in (datasets.val, datasets.test) if split is not None]
+    plan = lambda: steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()  # noqa: E731
+    return [plan, *evaluations]
+
+
+def _shape_of(array: Any) -> jax.ShapeDtypeStruct:
+    """What `jax.device_put(array)` would hold, without the data."""
+    return jax.ShapeDtypeStruct(array.shape, jax.dtypes.canonicalize_dtype(array.dtype))
+
+
+def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> tuple[TrainState, list]:
+    """Continue from the newest good checkpoint: same parameters, optimizer state and step."""
+    found = checkpointer.restore_newest_good(params=state.params, training=training_arrays(state))
+    if found is None:  # e.g. killed before its first checkpoint: nothing to lose by starting again
+        log.warning("%s has no checkpoint yet; starting it from scratch.", run_dir.path)
+        run_dir.truncate_history(0)
+        return state, []
+    epoch, arrays, meta = found
+    check_model_version(meta, checkpointer.directory / str(epoch))
+    training = arrays["training"]
+    state = state.replace(params=arrays["params"], opt_state=training["opt_state"], step=training["step"])
+    run_dir.truncate_history(epoch)
+    log.info("Resuming %s after epoch %d.", run_dir.path, epoch)
+    return state, run_dir.read_history()
+
+
+def _write_run_files(run_dir: RunDir, config: TrainConfig, environment: bool) -> None:
+    run_dir.write_json(CONFIG, config.to_dict())
+    if environment:
+        run_dir.write_json(ENVIRONMENT, describe_environment(config.seed))
+
+
+def _stop_if_diverged(record: dict[str, Any], run_dir: RunDir | None, checkpointer: Checkpointer | None) -> None:
+    """A non-finite training loss ends the run: later epochs could only train on NaNs."""
+    if math.isfinite(record["train_loss"]):
+        return
+    if checkpointer:
+        checkpointer.wait()
+    kept = checkpointer and checkpointer.latest_step()
+    if run_dir:
+        run_dir.write_json(METRICS, {"status": "diverged", "diverged_epoch": record["epoch"], "kept_epoch": kept})
+    where = f"; the checkpoint of epoch {kept} is kept" if kept else ""
+    raise TrainingDiverged(f"Training diverged in epoch {record['epoch']}: the training loss is not finite{where}. "
+                           f"Try a lower --lr.")
+
+
+def _score(record: dict[str, Any]) -> float:
+    """What ranks checkpoints: validation accuracy, or training accuracy without a validation split."""
+    return record.get("val_accuracy", record["train_accuracy"])
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{name}": value for name, value in metrics.items()}
+
+
+def _brief(record: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:.4f}" for key, value in record.items() if key.endswith(("loss", "accuracy")))

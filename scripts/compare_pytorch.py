@@ -24,7 +24,7 @@ import numpy as np
 from mnist_jax.benchmark import DATASET_SIZE, synthetic_data, training_run
 from mnist_jax.config import TrainConfig
 from mnist_jax.environment import describe_environment
-from mnist_jax.trainer import initial_state
+from mnist_jax.train import initial_state
 
 Timer = Callable[[], float]  # one timed run of the same training steps: seconds
 
@@ -55,17 +55,18 @@ def plain_flax_timer(batch_size: int, steps: int, seed: int = 0) -> Timer:
     import optax
 
     from mnist_jax.layers import PlainCNN
-    from mnist_jax.train import create_train_state, epoch_batches, train_one_step
+    from mnist_jax.losses import loss_from_config
+    from mnist_jax.steps import epoch_plan, init_state, train_one_step
 
     images, labels = synthetic_data(seed)  # the same images as mnist_jax's side
-    batches = list(epoch_batches(jax.random.key(seed), DATASET_SIZE, batch_size)[:steps])
+    batches = list(epoch_plan(seed, 1, DATASET_SIZE, batch_size)[0][:steps])
 
     def run(state):
         for indices in batches:
             state, metrics = train_one_step(state, images, labels, indices, jax.random.key(0))
         return jax.block_until_ready(state)
 
-    return _warmed_up_timer(run, create_train_state(PlainCNN(), optax.adam(1e-3), jax.random.key(seed)))
+    return _warmed_up_timer(run, init_state(PlainCNN(), optax.adam(1e-3), loss_from_config("sparse"), seed))
 
 
 def torch_timer(batch_size: int, steps: int, device: str = "cpu", seed: int = 0) -> Timer:

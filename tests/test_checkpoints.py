@@ -14,7 +14,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.models import abstract_params, create_model, model_version
 from mnist_jax.rundir import RunDir
-from mnist_jax.trainer import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
+from mnist_jax.train import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
 
 CONFIG = TrainConfig(dataset="digits", model="mlp", batch_size=32, dropout=0.3, epochs=2)
 
@@ -105,11 +105,16 @@ def test_missing_checkpoints_are_clear_errors(tmp_path):
         restore_for_inference(tmp_path / "empty")
 
 
-def test_resume_without_checkpoints(tmp_path, digits):
+def test_resume_without_checkpoints_starts_the_run_again_and_says_so(tmp_path, digits, caplog):
+    """Killed before its first checkpoint: neither stuck (resume) nor refused (a new run), but started afresh."""
     run_dir = RunDir.create(tmp_path / "run")
     run_dir.write_json("config.json", CONFIG.to_dict())
-    with pytest.raises(UserError, match="has no checkpoint to resume from"):
-        train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)
+    run_dir.append_history({"epoch": 1, "train_loss": 9.0})  # a record whose checkpoint never landed
+    result = train_and_evaluate(CONFIG, run_dir, datasets=digits, resume=True)
+    assert "has no checkpoint yet; starting it from scratch" in caplog.text
+    assert [record["epoch"] for record in run_dir.read_history()] == list(range(1, CONFIG.epochs + 1))
+    assert run_dir.read_history()[0]["train_loss"] != 9.0
+    assert result.metrics["epochs"] == CONFIG.epochs
 
 
 def test_unknown_checkpoint_choice_is_a_clear_error(tmp_path):

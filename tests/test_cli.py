@@ -94,7 +94,7 @@ def test_resume_extends_a_run_and_keeps_its_configuration(tmp_path, caplog):
     assert main(["train", "--dataset", "digits", "--model", "mlp", "--batch-size", "32", "--epochs", "1",
                  "--schedule", "constant", "--run-dir", str(run_dir), *common]) == 0
     assert main(["train", "--resume", str(run_dir), "--epochs", "2", "--lr", "0.5", *common]) == 0
-    assert "Ignoring --lr with --resume" in caplog.text
+    assert "Ignoring --learning-rate with --resume" in caplog.text
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["model"] == "mlp" and config["batch_size"] == 32
     assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2]
@@ -125,9 +125,10 @@ def test_batch_larger_than_the_data_writes_nothing(tmp_path, capsys):
 def test_failed_resume_leaves_the_configuration_alone(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"dataset": "digits", "model": "mlp", "epochs": 1}))
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "digits", "model": "mlp", "epochs": 1,
+                                                     "batch_size": 5000}))
     assert main(["train", "--resume", str(run_dir), "--epochs", "7", "--no-progress"]) == 2
-    assert "has no checkpoint to resume from" in capsys.readouterr().err
+    assert "--batch-size 5000 is larger than the" in capsys.readouterr().err
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
 
 

@@ -15,7 +15,7 @@ from mnist_jax.cli import EXIT_USER_ERROR, main
 from mnist_jax.config import TrainConfig
 from mnist_jax.predictor import Predictor
 from mnist_jax.rundir import RunDir
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.train import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,9 @@ import pytest
 from mnist_jax import data
 from mnist_jax.compilation import FAST_COMPILE, FASTEST_COMPILE, compiler_options, count_compilations, jit
 from mnist_jax.config import TrainConfig
-from mnist_jax.train import epoch_batches, train_steps, train_steps_fast_compile
-from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
+from mnist_jax import compilation
+from mnist_jax.steps import epoch_plan, train_steps
+from mnist_jax.train import DeviceSplit, initial_state, train_and_evaluate, train_epoch
 
 
 def test_counter_sees_a_new_shape_and_not_a_cached_one():
@@ -84,10 +85,14 @@ def test_the_fast_compile_training_program_takes_the_same_steps():
     datasets = data.load_datasets("digits", val_split=0.2)
     split = DeviceSplit.put(datasets.train)
     config = TrainConfig(dataset="digits", model="cnn", filters=4, batch_size=32)
-    batches = epoch_batches(jax.random.key(0), len(split), 32)[:5]
-    (state, metrics), (fast_state, fast_metrics) = [
-        program(initial_state(config, steps_per_epoch=5), split.images, split.labels, batches, jax.random.key(1))
-        for program in (train_steps, train_steps_fast_compile)]
+    batches = epoch_plan(0, 1, len(split), 32)[0][:5]
+    results = []
+    for fast_compile in (False, True):
+        with compilation.speedups(fast_compile=fast_compile), count_compilations() as counter:
+            state = initial_state(config, steps_per_epoch=5)
+            results.append(train_steps(state, split.images, split.labels, batches, jax.random.key(1)))
+        assert counter.count >= 1  # the second is another program, not the first one found in a cache
+    (state, metrics), (fast_state, fast_metrics) = results
     assert int(fast_state.step) == int(state.step) == 5
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  (fast_state.params, fast_metrics), (state.params, metrics))

@@ -4,7 +4,7 @@ import numpy as np
 
 from mnist_jax import data
 from mnist_jax.config import TrainConfig
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.train import train_and_evaluate
 
 
 def test_full_mnist_shapes_and_checksummed_counts(real_mnist_dir):

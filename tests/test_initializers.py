@@ -11,8 +11,8 @@ import pytest
 from mnist_jax import models
 from mnist_jax.config import TrainConfig
 from mnist_jax.errors import UserError
-from mnist_jax.initializers import initial_params, one_draw_params
-from mnist_jax.trainer import initial_state
+from mnist_jax.initializers import INITS, one_draw_params
+from mnist_jax.train import initial_state
 
 IMAGES = jnp.zeros((1, 28, 28, 1))
 
@@ -52,7 +52,7 @@ def test_one_draw_makes_one_random_draw_where_flax_makes_one_per_layer():
     model = models.create_model("speedrun", filters=8)
 
     def draws(init):
-        return str(jax.make_jaxpr(lambda key: initial_params(init, model, key, IMAGES))(jax.random.key(0))).count(
+        return str(jax.make_jaxpr(lambda key: INITS[init](model, key, IMAGES))(jax.random.key(0))).count(
             "random_bits")
 
     assert draws("one_draw") == 1 and draws("flax") >= 4

@@ -16,7 +16,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.data import load_datasets
 from mnist_jax.errors import InputError, UserError
 from mnist_jax.report import Predictions, predict_test_set
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.train import train_and_evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a figure with axes, text and images is far larger than an empty canvas

@@ -16,7 +16,7 @@ from mnist_jax.models import create_model, model_hparams, prepare_images
 from mnist_jax.predictor import BUCKETS, DIGIT_NAMES, Predictor
 from mnist_jax.predictor_bench import benchmark_predictor
 from mnist_jax.rundir import RunDir
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.train import train_and_evaluate
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # one event per XLA compilation
 TINY = TrainConfig(dataset="digits", model="mlp", hidden=32, epochs=2, batch_size=32)

@@ -20,8 +20,8 @@ from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.models import create_model
 from mnist_jax.rundir import CONFIG, HISTORY, METRICS, RunDir
 from mnist_jax.summary import format_summary, summarize
-from mnist_jax.train import predict_logits
-from mnist_jax.trainer import train_and_evaluate
+from mnist_jax.steps import predict_logits
+from mnist_jax.train import train_and_evaluate
 from tests.test_plots import assert_valid_png
 
 DATA_URI = '<img src="data:image/png;base64,'

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_jax import data, train
+from mnist_jax import data, steps
 from mnist_jax.config import TrainConfig
 from mnist_jax.losses import sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
-from mnist_jax.trainer import DeviceSplit, initial_state, train_and_evaluate, train_epoch
+from mnist_jax.train import DeviceSplit, initial_state, train_and_evaluate, train_epoch
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_predict_logits_keeps_every_image_when_batches_do_not_divide(digits):
     config = TrainConfig(dataset="digits", model="mlp")
     state = initial_state(config, steps_per_epoch=1)
     images = jnp.asarray(digits.test.images[:23])
-    logits = train.predict_logits(state.apply_fn, state.params, images, batch_size=10)
+    logits = steps.predict_logits(state.apply_fn, state.params, images, batch_size=10)
     direct = state.apply_fn({"params": state.params}, prepare_images(images))
     assert logits.shape == (23, 10)
     np.testing.assert_allclose(logits, direct, atol=1e-5)
@@ -31,17 +31,19 @@ def test_evaluate_matches_a_direct_computation(digits):
     config = TrainConfig(dataset="digits", model="mlp")
     state = initial_state(config, steps_per_epoch=1)
     images, labels = jnp.asarray(digits.test.images), jnp.asarray(digits.test.labels)
-    metrics = train.evaluate(state.apply_fn, state.params, images, labels, batch_size=100)  # 359 images: 4 batches
+    metrics = steps.evaluate(state.apply_fn, state.params, images, labels, batch_size=100)  # 359 images: 4 batches
     logits = state.apply_fn({"params": state.params}, prepare_images(images))
     np.testing.assert_allclose(metrics["loss"], sparse_categorical_cross_entropy(logits, labels).mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], (logits.argmax(-1) == labels).mean(), rtol=1e-6)
 
 
-def test_epoch_batches_are_a_permutation_without_the_remainder():
-    batches = train.epoch_batches(jax.random.key(0), 103, 10)
+def test_epoch_plan_is_a_permutation_without_the_remainder_and_differs_by_epoch():
+    batches, _ = steps.epoch_plan(0, 1, 103, 10)
     assert batches.shape == (10, 10)
     assert len(set(np.asarray(batches).ravel().tolist())) == 100
-    assert not np.array_equal(batches, train.epoch_batches(jax.random.key(1), 103, 10))
+    assert not np.array_equal(batches, steps.epoch_plan(0, 2, 103, 10)[0])
+    assert not np.array_equal(batches, steps.epoch_plan(1, 1, 103, 10)[0])
+    np.testing.assert_array_equal(batches, steps.epoch_plan(0, 1, 103, 10)[0])  # a resumed run repeats it
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -64,7 +66,7 @@ def test_train_step_is_pure_and_reduces_the_loss(digits):
     config = TrainConfig(dataset="digits", model="mlp", learning_rate=1e-2, schedule="constant")
     state = initial_state(config, steps_per_epoch=1)
     batch = {"image": jnp.asarray(digits.train.images[:64]), "label": jnp.asarray(digits.train.labels[:64])}
-    step = jax.jit(train.train_step)
+    step = jax.jit(steps.train_step)
     first, metrics_a = step(state, batch, jax.random.key(0))
     again, metrics_b = step(state, batch, jax.random.key(0))
     assert float(metrics_a["loss"]) == float(metrics_b["loss"])  # same inputs, same outputs
@@ -110,5 +112,5 @@ def test_label_smoothing_reaches_the_training_step(digits):
     plain = TrainConfig(dataset="digits", model="mlp", epochs=1, batch_size=32)
     a = train_and_evaluate(plain, datasets=digits)
     b = train_and_evaluate(plain.replace(label_smoothing=0.2), datasets=digits)
-    assert b.state.label_smoothing == 0.2
+    assert b.state.loss_fn.keywords["label_smoothing"] == 0.2
     assert a.history[0]["train_loss"] != b.history[0]["train_loss"]

@@ -3,16 +3,10 @@
 import argparse
 import json
 
-from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
-from mnist_jax.cli.train import MODEL_FLAGS, add_config_flags, config_from_args
+from mnist_jax.cli.train import MODEL_FIELDS, add_config_flags, config_from_args
 
-BENCHMARK_FLAGS = {
-    **MODEL_FLAGS,
-    "--batch-size": ("batch_size", int, None, "training batch size"),
-    "--loop": ("loop", str, cfg.LOOPS, "scan: all timed steps in one jitted call; step: one call per step"),
-    "--seed": ("seed", int, None, "seed for parameters and synthetic data"),
-}
+BENCHMARK_FIELDS = (*MODEL_FIELDS, "batch_size", "loop", "fast_compile", "seed")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,11 +14,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  description="Time the jitted training step and batched inference on MNIST-sized "
                                              "data already on the device: warm-up untimed, compile time reported "
                                              "apart, every timing blocked on the device, median of repeats.")
-    add_config_flags(parser, BENCHMARK_FLAGS)
+    add_config_flags(parser, BENCHMARK_FIELDS)
     add_flag(parser, "--steps", "training steps per timed call", type=int, default=200)
     add_flag(parser, "--repeats", "timed calls; the median is reported", type=int, default=5)
-    add_flag(parser, "--fast-compile", "compile the training program in about half the time, for slower steps",
-             action="store_true")
     add_flag(parser, "--json", "print one JSON object", action="store_true")
     parser.set_defaults(run=run)
 
@@ -35,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.repeats < 1:
         raise UserError("--steps and --repeats must be positive integers.")
-    config = config_from_args(args, BENCHMARK_FLAGS).replace(fast_compile=args.fast_compile)
+    config = config_from_args(args)
     result = benchmark(config, steps=args.steps, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))

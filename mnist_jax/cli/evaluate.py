@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_jax.evaluation import evaluate_run
+    from mnist_jax.predictor import evaluate_run
 
     metrics = evaluate_run(args.run_dir, which=args.which, data_dir=args.data_dir)
     if args.json:

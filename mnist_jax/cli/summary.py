@@ -4,13 +4,14 @@ import argparse
 import json
 
 from mnist_jax.cli import add_flag
-from mnist_jax.cli.train import MODEL_FLAGS, add_config_flags, config_from_args
+from mnist_jax.cli.train import MODEL_FIELDS, add_config_flags, config_from_args
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("summary", help="print a model's layers, output shapes, parameters and FLOPs",
                                  description="Trace a model on one image and print its layers with output shapes, "
                                              "parameter counts and FLOPs per image, like Keras' model.summary().")
-    add_config_flags(parser, MODEL_FLAGS)
+    add_config_flags(parser, MODEL_FIELDS)
     add_flag(parser, "--diagram", "also draw the layers as boxes into this image file (.png, .svg, .pdf, ...)",
              default=None, metavar="FILE")
     add_flag(parser, "--json", "print the summary as one JSON object", action="store_true")
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.models import model_from_config, model_hparams
     from mnist_jax.summary import format_summary, summarize, summary_totals, xla_flops
 
-    config = config_from_args(args, MODEL_FLAGS)
+    config = config_from_args(args)
     model = model_from_config(config)
     hparams = model_hparams(config.model, config.to_dict())
     rows = summarize(model)

@@ -1,0 +1,128 @@
+"""Pure jitted programs: the train step, the scanned epoch, evaluation and prediction.
+
+Each `compilation.jit` is `jax.jit` with our compiler options (compilation.py); the functions are what they say.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training import train_state
+
+from mnist_jax import compilation
+from mnist_jax.initializers import INITS
+from mnist_jax.losses import LossFn, accuracy, sparse_categorical_cross_entropy
+from mnist_jax.models import prepare_images
+
+Batch = dict[str, jax.Array]  # {"image": uint8 (B, 28, 28), "label": int32 (B,)}
+Metrics = dict[str, jax.Array]
+INIT_STREAM, EPOCH_STREAM = 0, 1  # independent random streams folded out of the seed
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimizer state and step, plus the (static) per-example loss function."""
+
+    loss_fn: LossFn = struct.field(pytree_node=False, default=None)
+
+
+@functools.partial(compilation.jit, static_argnames=("model", "optimizer", "loss_fn", "init"), fastest_compile=True)
+def init_state(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: LossFn, seed: int,
+               init: str = "flax") -> TrainState:
+    """Fresh parameters and optimizer state, as one compiled program (not one per operation, as eagerly)."""
+    rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)  # derived inside: any seed, one program
+    params = INITS[init](model, rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One optimizer step on a batch; dropout randomness is `rng` folded with the step number."""
+    images = prepare_images(batch["image"])
+    dropout_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
+        return state.loss_fn(logits, batch["label"]).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
+
+
+@functools.partial(compilation.jit, donate_argnums=0, fastest_compile=None)  # compilation.speedups may ask
+def train_steps(state: TrainState, images: jax.Array, labels: jax.Array, batch_indices_SxB: jax.Array,
+                rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One train_step per row of batch indices, in a single jitted lax.scan; return the summed metrics.
+
+    The uint8 dataset stays on the device and each batch is gathered inside the program.
+    """
+
+    def body(state, indices_B):
+        return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
+
+    state, metrics_S = jax.lax.scan(body, state, batch_indices_SxB)
+    return state, jax.tree.map(jnp.sum, metrics_S)
+
+
+@functools.partial(compilation.jit, donate_argnums=0)
+def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indices_B: jax.Array,
+                   rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """Gather one batch on the device and take one train_step (the per-step loop, for comparison)."""
+    return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
+
+
+@functools.partial(compilation.jit, static_argnames=("num_examples", "batch_size"), fastest_compile=True)
+def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """An epoch's shuffled batches (steps, batch_size) and dropout key, from the seed and epoch alone.
+
+    A resumed run repeats them exactly; the shuffled remainder that does not fill a batch is skipped.
+    """
+    epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
+    shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
+    steps = num_examples // batch_size
+    order = jax.random.permutation(shuffle_rng, num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size), dropout_rng
+
+
+@compilation.jit
+def add_metrics(totals: Metrics, metrics: Metrics) -> Metrics:
+    """Sum two metric dicts on the device, without a sync."""
+    return jax.tree.map(jnp.add, totals, metrics)
+
+
+def batched_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+    """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
+    count = images.shape[0]
+    batch_size = max(1, min(batch_size, count))  # a small split is not padded up to a whole large batch
+    num_batches = -(-count // batch_size)
+    padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
+
+    def body(_, batch_images):
+        return None, apply_fn({"params": params}, prepare_images(batch_images), train=False)
+
+    _, logits = jax.lax.scan(body, None, padded.reshape(num_batches, batch_size, *images.shape[1:]))
+    return logits.reshape(-1, logits.shape[-1])[:count]
+
+
+@functools.partial(compilation.jit, static_argnames=("apply_fn", "batch_size"))
+def predict_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+    """`batched_logits` as one program."""
+    return batched_logits(apply_fn, params, images, batch_size)
+
+
+@functools.partial(compilation.jit, static_argnames=("apply_fn", "batch_size"), fastest_compile=True)  # once a split
+def eval_step(apply_fn: Callable, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
+    """Mean cross-entropy and accuracy over every image of a split (the loss without label smoothing)."""
+    logits = batched_logits(apply_fn, params, images, batch_size)
+    return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
+            "accuracy": accuracy(logits, labels).mean()}
+
+
+def evaluate(apply_fn: Callable, params: Any, images: jax.Array, labels: jax.Array,
+             batch_size: int) -> dict[str, float]:
+    """`eval_step`'s metrics as Python floats."""
+    return {name: float(value) for name, value in eval_step(apply_fn, params, images, labels, batch_size).items()}
