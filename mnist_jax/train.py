@@ -84,8 +84,9 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     custom_model = model is not None
     model = model or model_from_config(config)
     run_dir = _run_dir(run_dir, resume)
-    train, val = DeviceSplit.put(datasets.train), datasets.val and DeviceSplit.put(datasets.val)
-    precompile = _evaluations_to_precompile(config, datasets, model)
+    train = DeviceSplit.put(datasets.train)
+    val = DeviceSplit.put(datasets.val) if datasets.val else None
+    precompile = _programs_to_precompile(config, datasets, model)
     with compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer:
         state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
@@ -100,8 +101,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
             log.info("Epoch %d/%d: %s", epoch, config.epochs, _brief(record))
             if run_dir:
                 run_dir.append_history(record)
-            _stop_if_diverged(record, run_dir, checkpointer)
-            if run_dir:
+            _stop_if_diverged(record, run_dir, checkpointer)  # before saving: the last good checkpoint stays
+            if checkpointer:
                 meta = checkpoint_meta(config, datasets, record, model if custom_model else None)
                 checkpointer.save(epoch, state.params, training_arrays(state), meta, _score(record))
     metrics = test_metrics(config, datasets.test, state, history)
@@ -155,6 +156,7 @@ def test_metrics(config: TrainConfig, test: Split, state: TrainState, history: l
     metrics = steps.evaluate(state.apply_fn, state.params, images, labels, config.eval_batch_size)
     log.info("Test accuracy %.4f, loss %.4f on %d images.", metrics["accuracy"], metrics["loss"], len(test))
     return {
+        "status": "finished",
         "test_accuracy": metrics["accuracy"],
         "test_loss": metrics["loss"],
         "test_images": len(test),
@@ -188,14 +190,20 @@ def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
             checkpointer.close()
 
 
-def _evaluations_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module) -> list:
-    """Compiles of the validation and test evaluations and of the epoch's plan, for compilation.speedups."""
-    params = abstract_params(model)
-    evaluations = [lambda split=split: steps.eval_step.lower(model.apply, params, _shape_of(split.images),
-                                                             _shape_of(split.labels), config.eval_batch_size).compile()
-                   for split in (datasets.val, datasets.test) if split is not None]
-    plan = lambda: steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()  # noqa: E731
-    return [plan, *evaluations]
+def _programs_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module) -> list:
+    """Compiles of the epoch's plan and of the validation and test evaluations, for compilation.speedups."""
+
+    def plan():
+        steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
+
+    def evaluations():
+        params = abstract_params(model)  # shapes only, traced on the second thread too
+        for split in (datasets.val, datasets.test):
+            if split is not None:
+                steps.eval_step.lower(model.apply, params, _shape_of(split.images), _shape_of(split.labels),
+                                      config.eval_batch_size).compile()
+
+    return [plan, evaluations]
 
 
 def _shape_of(array: Any) -> jax.ShapeDtypeStruct:
