@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mnist_jax import jsonio
 from mnist_jax.errors import UserError
 
 CONFIG = "config.json"  # the resolved TrainConfig
@@ -53,7 +54,7 @@ class RunDir:
         """Write a JSON file atomically, so a crash never leaves half a file."""
         target = self.path / name
         temporary = target.with_suffix(target.suffix + ".tmp")
-        temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+        temporary.write_text(jsonio.dumps(value, indent=2, sort_keys=True) + "\n")
         os.replace(temporary, target)
         return target
 
@@ -68,7 +69,7 @@ class RunDir:
     def append_history(self, record: dict[str, Any]) -> None:
         """Append one epoch's record and flush it to disk at once."""
         with open(self.path / HISTORY, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(jsonio.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -89,7 +90,7 @@ class RunDir:
         """Keep only the first `epochs` records (when resuming from an earlier checkpoint)."""
         kept = self.read_history()[:epochs]
         temporary = self.path / (HISTORY + ".tmp")
-        temporary.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        temporary.write_text("".join(jsonio.dumps(r, sort_keys=True) + "\n" for r in kept))
         os.replace(temporary, self.path / HISTORY)
 
 

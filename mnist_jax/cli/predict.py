@@ -1,11 +1,11 @@
 """`mnist-jax predict RUN_DIR`: classify image files or random test images, or benchmark the predictor."""
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mnist_jax import jsonio
 from mnist_jax.cli import add_flag
 from mnist_jax.errors import UserError
 
@@ -62,7 +62,7 @@ def _files(predictor: "Predictor", files: list[str], as_json: bool) -> int:
     probabilities_NxK = predictor.predict_proba(files)
     results = [_result(file, probabilities) for file, probabilities in zip(files, probabilities_NxK)]
     if as_json:
-        print(json.dumps(results))
+        print(jsonio.dumps(results))
         return 0
     for result in results:
         confidence = max(result["probabilities"])
@@ -78,7 +78,7 @@ def _random(predictor: "Predictor", args: argparse.Namespace) -> int:
     results = [_result(f"test[{index}]", probabilities) | {"true_label": int(label)}
                for index, probabilities, label in zip(indices, probabilities_NxK, test.labels)]
     if args.json:
-        print(json.dumps(results))
+        print(jsonio.dumps(results))
         return 0
     for result in results:
         mark = "ok" if result["label"] == result["true_label"] else "WRONG"
@@ -94,7 +94,7 @@ def _benchmark(predictor: "Predictor", as_json: bool) -> int:
 
     report = benchmark_predictor(predictor)
     if as_json:
-        print(json.dumps(report))
+        print(jsonio.dumps(report))
         return 0
     print(f"{report['model']} on {report['device']}: single image {report['latency_median_ms']:.3f} ms median "
           f"({report['latency_p90_ms']:.3f} ms p90, {report['latency_calls']} calls)")
