@@ -1,6 +1,7 @@
 """The run directory: the files a training run leaves for people, scripts and later commands."""
 
 import datetime
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,11 @@ HISTORY = "history.jsonl"  # one JSON object per finished epoch, appended as the
 METRICS = "metrics.json"  # final test metrics and timings
 ENVIRONMENT = "environment.json"  # package versions, devices, seed
 CHECKPOINTS = "checkpoints"  # Orbax checkpoints, one folder per saved epoch
+LOCK = ".lock"  # flock-ed by the process writing the run; holds its PID
 DEFAULT_ROOT = "runs"
+# Run directories this process has locked: resolved path -> [file descriptor, holders]. The lock keeps other
+# processes out; within one process it is re-entrant, so a run can be reopened (resumed) by the code that made it.
+_HELD: dict[Path, list[int]] = {}
 
 
 class RunDir:
@@ -25,18 +30,19 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path | None = None, root: str | Path = DEFAULT_ROOT, name: str = "run") -> "RunDir":
-        """Create the given folder, or a new time-stamped one under `root`."""
+        """Create and lock the given folder, or a new time-stamped one under `root`."""
         if path is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = _unused(Path(root) / f"{stamp}-{name}")
-        path = Path(path)
-        if (path / CONFIG).exists():
-            raise UserError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir.")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"Cannot create the run directory {path}: {error.strerror}.") from None
-        return cls(path)
+            run = cls(_make_unused(Path(root) / f"{stamp}-{name}"))
+        else:
+            run = cls(Path(path))
+            _mkdir(run.path)
+        run.lock()  # before anything is read or written, so two processes never both pass the check below
+        if (run.path / CONFIG).exists():
+            run.unlock()
+            raise UserError(f"{run.path} already holds a run; resume it with --resume {run.path} or choose another "
+                            f"--run-dir.")
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -49,6 +55,47 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    def has_checkpoint(self) -> bool:
+        """Whether a finished checkpoint exists (Orbax renames an epoch's folder to its number when complete)."""
+        try:
+            return any(entry.name.isdigit() and entry.is_dir() for entry in self.checkpoints.iterdir())
+        except OSError:  # no checkpoints folder yet
+            return False
+
+    def lock(self) -> None:
+        """Lock the run for this process's life (a crash releases it); refuse a run another process holds."""
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"Cannot lock {self.path}: {error.strerror}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _holder(fd)
+            os.close(fd)
+            if isinstance(error, BlockingIOError):
+                raise UserError(f"{self.path} is in use by {holder}; wait for it to finish or choose another "
+                                f"--run-dir.") from None
+            raise UserError(f"Cannot lock {self.path}: {error.strerror}.") from None  # e.g. no locks on this disk
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = [fd, 1]
+
+    def unlock(self) -> None:
+        """Release the lock taken by lock() (once every holder in this process has released it)."""
+        key = self.path.resolve()
+        if key not in _HELD:
+            return
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            fd, _ = _HELD.pop(key)
+            os.ftruncate(fd, 0)  # while still locked, so no new holder's PID is erased
+            os.close(fd)  # closing the last descriptor releases the flock
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write a JSON file atomically, so a crash never leaves half a file."""
@@ -94,10 +141,33 @@ class RunDir:
         os.replace(temporary, self.path / HISTORY)
 
 
-def _unused(path: Path) -> Path:
-    """Add a numeric suffix until the path does not exist yet."""
+def _mkdir(path: Path, exist_ok: bool = True) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        raise UserError(f"Cannot create the run directory {path}: a file of that name exists.") from None
+    except OSError as error:
+        raise UserError(f"Cannot create the run directory {path}: {error.strerror}.") from None
+
+
+def _make_unused(path: Path) -> Path:
+    """Create the folder, adding a numeric suffix until the name is new; mkdir decides, so two processes never share."""
     candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
+    while True:
+        try:
+            _mkdir(candidate, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}-{number}")
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from the PID its holder wrote (absent for a moment after the holder took it)."""
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
