@@ -49,15 +49,15 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return _to_gray(_decode(path))
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """Turn a 2-D greyscale array in [0, 255] into a centred 28x28 uint8 MNIST digit."""
-    canvas = _centred_on_canvas(_scaled_digit(_ink(_validated(gray))))
+def to_mnist(gray: np.ndarray, name: str = "The image") -> np.ndarray:
+    """Turn a 2-D greyscale array in [0, 255] into a centred 28x28 uint8 MNIST digit; errors call it `name`."""
+    canvas = _centred_on_canvas(_scaled_digit(_ink(_validated(gray), name)))
     return np.clip(np.rint(canvas), 0, WHITE).astype(np.uint8)
 
 
 def load_mnist_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a PNG or JPEG file and return it as a centred 28x28 uint8 MNIST digit."""
-    return to_mnist(load_image(path))
+    return to_mnist(load_image(path), name=f"Image {str(path)!r}")  # so a blank file among several is named
 
 
 def _decode(path: Path) -> Image.Image:
@@ -134,7 +134,7 @@ def _border(array: np.ndarray) -> np.ndarray:
     return np.concatenate([array[0], array[-1], array[1:-1, 0], array[1:-1, -1]])
 
 
-def _ink(gray: np.ndarray) -> np.ndarray:
+def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     """Make the ink bright on a zero background, inverting dark-on-light images."""
     # The median ignores a stroke that happens to touch the border.
     background = float(np.median(_border(gray)))
@@ -144,7 +144,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     # Grey, grainy paper in a photo is background too, not faint ink.
     ink = np.clip(gray - background - NOISE_SIGMAS * _noise(gray), 0.0, None)
     if ink.max() < MIN_INK_CONTRAST:
-        raise InputError("The image contains no digit: it is blank.")
+        raise InputError(f"{name} contains no digit: it is blank.")
     return ink
 
 

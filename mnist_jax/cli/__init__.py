@@ -34,11 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except UserError as error:
-        print(f"mnist-jax: error: {error}", file=sys.stderr)
+        print_error(error)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("mnist-jax: interrupted; checkpoints already written are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def print_error(error: UserError) -> None:
+    """Print a user error as the one sentence every command ends with."""
+    print(f"mnist-jax: error: {error}", file=sys.stderr)
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
