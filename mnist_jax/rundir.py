@@ -1,9 +1,11 @@
 """The run directory: the files a training run leaves for people, scripts and later commands."""
 
+import contextlib
 import datetime
 import fcntl
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,8 @@ class RunDir:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write a JSON file atomically, so a crash never leaves half a file."""
-        target = self.path / name
-        temporary = target.with_suffix(target.suffix + ".tmp")
-        temporary.write_text(jsonio.dumps(value, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, target)
-        return target
+        return write_atomically(self.path / name, lambda temporary: temporary.write_text(
+            jsonio.dumps(value, indent=2, sort_keys=True) + "\n"))
 
     def read_json(self, name: str) -> Any:
         try:
@@ -114,11 +113,14 @@ class RunDir:
             raise UserError(f"{self.path / name} is not valid JSON: {error}.") from None
 
     def append_history(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record and flush it to disk at once."""
-        with open(self.path / HISTORY, "a") as f:
-            f.write(jsonio.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one epoch's record and flush it to disk at once (a torn line is ignored when read back)."""
+        try:
+            with open(self.path / HISTORY, "a") as f:
+                f.write(jsonio.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise UserError(f"Cannot write {self.path / HISTORY}: {error.strerror or error}.") from None
 
     def read_history(self) -> list[dict[str, Any]]:
         """Every complete epoch record; a torn last line from a crash is ignored."""
@@ -135,10 +137,23 @@ class RunDir:
 
     def truncate_history(self, epochs: int) -> None:
         """Keep only the first `epochs` records (when resuming from an earlier checkpoint)."""
-        kept = self.read_history()[:epochs]
-        temporary = self.path / (HISTORY + ".tmp")
-        temporary.write_text("".join(jsonio.dumps(r, sort_keys=True) + "\n" for r in kept))
-        os.replace(temporary, self.path / HISTORY)
+        text = "".join(jsonio.dumps(r, sort_keys=True) + "\n" for r in self.read_history()[:epochs])
+        write_atomically(self.path / HISTORY, lambda temporary: temporary.write_text(text))
+
+
+def write_atomically(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Let `write` fill a temporary beside target, then rename it over target; a failure is one sentence."""
+    temporary = target.with_name(target.name + ".tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    except BaseException as error:  # a full disk, a read-only folder, Ctrl-C: target keeps its old content
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserError(f"Cannot write {target}: {error.strerror or error}.") from None
+        raise
+    return target
 
 
 def _mkdir(path: Path, exist_ok: bool = True) -> None:
