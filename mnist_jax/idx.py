@@ -5,6 +5,7 @@ gzip reader, and exactly the announced number of bytes is decompressed after it,
 """
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +29,7 @@ def read_images(path: Path, image_shape: tuple[int, int] | None = None) -> np.nd
         count, rows, cols = _read_header(f, path, IMAGE_MAGIC, dims=3)
         if image_shape is not None and (rows, cols) != tuple(image_shape):
             raise DataError(f"{path} holds {rows}x{cols} images, expected {image_shape[0]}x{image_shape[1]}.")
-        pixels = _read_data(f, path, count * rows * cols, f"{count} images of {rows}x{cols}")
+        pixels = _read_data(f, path, (count, rows, cols), f"{count} images of {rows}x{cols}")
     return pixels.reshape(count, rows, cols)
 
 
@@ -36,7 +37,7 @@ def read_labels(path: Path) -> np.ndarray:
     """Read an IDX label file into an int32 array of shape (N,), checking the label range."""
     with _Reader(Path(path)) as f:
         (count,) = _read_header(f, path, LABEL_MAGIC, dims=1)
-        labels = _read_data(f, path, count, f"{count} labels")
+        labels = _read_data(f, path, (count,), f"{count} labels")
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DataError(f"{path} holds label {labels.max()}, but MNIST labels are 0-{NUM_CLASSES - 1}.")
     return labels.astype(np.int32)
@@ -94,11 +95,13 @@ def _read_header(f: _Reader, path: Path, magic: int, dims: int) -> tuple[int, ..
     return tuple(np.frombuffer(header, HEADER_INT, count=dims, offset=4).tolist())
 
 
-def _read_data(f: _Reader, path: Path, size: int, what: str) -> np.ndarray:
-    """Read exactly `size` bytes after the header, refusing a size over the limit, a short file or trailing data."""
-    if size > MAX_DATA_BYTES:
-        raise DataError(f"MNIST file {path} announces {what} ({size:,} bytes), more than the "
-                        f"{MAX_DATA_BYTES:,}-byte limit; it is not an MNIST file.")
+def _read_data(f: _Reader, path: Path, dims: tuple[int, ...], what: str) -> np.ndarray:
+    """Read exactly the bytes `dims` announce, refusing a size over the limit, a short file or trailing data."""
+    # Zero images of 3e9x3e9 pixels is no data, but no array can take that shape either: zeros count as ones here.
+    if math.prod(max(size, 1) for size in dims) > MAX_DATA_BYTES:
+        raise DataError(f"MNIST file {path} announces {what}, more than the {MAX_DATA_BYTES:,}-byte limit; "
+                        f"it is not an MNIST file.")
+    size = math.prod(dims)
     data = np.empty(size, np.uint8)
     view, filled = memoryview(data), 0
     while filled < size:

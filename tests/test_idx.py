@@ -101,8 +101,16 @@ def test_announced_size_over_the_limit_is_refused_without_reading(tmp_path):
     path = tmp_path / "images"
     path.write_bytes(_header(idx.IMAGE_MAGIC, 2_000_000, 28, 28))  # 1.6 GB promised, nothing there
     peak, error = _peak_bytes(idx.read_images, path)
-    assert "1,568,000,000 bytes), more than the 1,073,741,824-byte limit" in str(error)
+    assert str(error) == (f"MNIST file {path} announces 2000000 images of 28x28, more than the 1,073,741,824-byte "
+                          f"limit; it is not an MNIST file.")
     assert peak < (1 << 20)
+
+
+def test_zero_images_of_an_impossible_size_are_refused(tmp_path):
+    path = tmp_path / "images"
+    path.write_bytes(_header(idx.IMAGE_MAGIC, 0, 2**31, 2**31))  # found by tests/test_fuzz.py
+    with pytest.raises(DataError, match="0 images of 2147483648x2147483648, more than"):
+        idx.read_images(path)
 
 
 def test_other_image_size_is_refused_from_the_header(tmp_path):
