@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from mnist_jax.errors import CheckpointError, first_line, root_cause
+from mnist_jax.jsonio import to_strict
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Checkpointer:
     def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float) -> None:
         """Start writing epoch `epoch` in the background; Orbax renames it into place when complete."""
         args = ocp.args.Composite(params=ocp.args.StandardSave(params), training=ocp.args.StandardSave(training),
-                                  meta=ocp.args.JsonSave(meta))
+                                  meta=ocp.args.JsonSave(to_strict(meta)))
         self.manager.save(epoch, args=args, metrics={SCORE: float(score)})
 
     def steps(self) -> list[int]:

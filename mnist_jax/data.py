@@ -91,6 +91,9 @@ def resolve_mnist_dir(data_dir: str | None) -> Path:
 
 def load_mnist_dir(folder: Path) -> tuple[Split, Split]:
     """Read the four MNIST IDX files (gzip or raw) from a folder."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"MNIST data directory {folder} is a file, not a folder; pass --data-dir or set "
+                        f"{DATA_DIR_ENV}.")
     if not folder.is_dir():
         raise DataError(f"MNIST data directory {folder} does not exist; pass --data-dir or set {DATA_DIR_ENV}.")
     paths = {key: _find_idx_file(folder, name) for key, name in IDX_FILES.items()}
@@ -108,11 +111,11 @@ def _find_idx_file(folder: Path, name: str) -> Path:
 
 
 def _read_split(images_path: Path, labels_path: Path) -> Split:
-    images, labels = idx.read_images(images_path), idx.read_labels(labels_path)
+    # The reader refuses other image sizes from the header, before decompressing any pixels.
+    images = idx.read_images(images_path, image_shape=(IMAGE_SIZE, IMAGE_SIZE))
+    labels = idx.read_labels(labels_path)
     if len(images) != len(labels):
         raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels.")
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{images_path} holds {images.shape[1]}x{images.shape[2]} images, expected 28x28.")
     return Split(images, labels)
 
 

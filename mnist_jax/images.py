@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ ACCEPTED_FORMATS = ("PNG", "JPEG")
 ACCEPTED = "a readable PNG or JPEG image"
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# Decoding costs about 30 bytes per pixel on the way to 28x28, so this caps it near 0.75 GB; a 24 MP photo passes.
+MAX_PIXELS = 25_000_000
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -46,24 +49,30 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return _to_gray(_decode(path))
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """Turn a 2-D greyscale array in [0, 255] into a centred 28x28 uint8 MNIST digit."""
-    canvas = _centred_on_canvas(_scaled_digit(_ink(_validated(gray))))
+def to_mnist(gray: np.ndarray, name: str = "The image") -> np.ndarray:
+    """Turn a 2-D greyscale array in [0, 255] into a centred 28x28 uint8 MNIST digit; errors call it `name`."""
+    canvas = _centred_on_canvas(_scaled_digit(_ink(_validated(gray), name)))
     return np.clip(np.rint(canvas), 0, WHITE).astype(np.uint8)
 
 
 def load_mnist_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a PNG or JPEG file and return it as a centred 28x28 uint8 MNIST digit."""
-    return to_mnist(load_image(path))
+    return to_mnist(load_image(path), name=f"Image {str(path)!r}")  # so a blank file among several is named
 
 
 def _decode(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning every failure into an InputError."""
     try:
-        with Image.open(path, formats=ACCEPTED_FORMATS) as image:
-            image.load()  # decoding is lazy: force it here so corrupt data fails here
-            # Phone photos store their rotation in EXIF instead of in the pixels.
-            return ImageOps.exif_transpose(image)
+        # Our own limit is lower than Pillow's, so its bomb warning (printed raw to stderr) says nothing new.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=ACCEPTED_FORMATS) as image:
+                _check_pixels(path, image.size)  # from the header, before any pixel is decoded
+                image.load()  # decoding is lazy: force it here so corrupt data fails here
+                # Phone photos store their rotation in EXIF instead of in the pixels.
+                return ImageOps.exif_transpose(image)
+    except InputError:
+        raise
     except FileNotFoundError:
         reason = "no such file"
     except IsADirectoryError:
@@ -73,11 +82,19 @@ def _decode(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         reason = "it is empty" if _is_empty(path) else "it is not a PNG or JPEG image"
     except Image.DecompressionBombError:
-        reason = "it has too many pixels"
+        reason = f"it has more than {MAX_PIXELS:,} pixels"
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on corrupt data
         logger.debug("Pillow failed on %s", path, exc_info=exc)
         reason = "it is truncated or corrupt"
     raise InputError(f"Cannot read image {str(path)!r}: {reason}; expected {ACCEPTED}.")
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header announces more than MAX_PIXELS pixels."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise InputError(f"Cannot read image {str(path)!r}: it is {width}x{height} pixels, more than the "
+                         f"{MAX_PIXELS:,}-pixel limit; scale it down first.")
 
 
 def _is_empty(path: Path) -> bool:
@@ -117,7 +134,7 @@ def _border(array: np.ndarray) -> np.ndarray:
     return np.concatenate([array[0], array[-1], array[1:-1, 0], array[1:-1, -1]])
 
 
-def _ink(gray: np.ndarray) -> np.ndarray:
+def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     """Make the ink bright on a zero background, inverting dark-on-light images."""
     # The median ignores a stroke that happens to touch the border.
     background = float(np.median(_border(gray)))
@@ -127,7 +144,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     # Grey, grainy paper in a photo is background too, not faint ink.
     ink = np.clip(gray - background - NOISE_SIGMAS * _noise(gray), 0.0, None)
     if ink.max() < MIN_INK_CONTRAST:
-        raise InputError("The image contains no digit: it is blank.")
+        raise InputError(f"{name} contains no digit: it is blank.")
     return ink
 
 

@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_jax.errors import InputError, UserError
+from mnist_jax.rundir import write_atomically
 
 DPI = 100  # pixels per inch of the saved PNGs
 COLUMNS = 5  # images per row in every gallery
@@ -30,15 +31,12 @@ VAL_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--", "label": "
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as a PNG file; a missing folder or unwritable path is a UserError."""
+    """Write a figure as a PNG file, atomically; a missing folder, full disk or unwritable path is a UserError."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    try:
-        fig.savefig(path, format="png", dpi="figure")  # keep each figure's own resolution
-    except OSError as error:
-        raise UserError(f"Cannot write {path}: {error.strerror or error}.") from None
-    return path
+    # format="png": the temporary's name does not say it; dpi="figure" keeps each figure's own resolution.
+    return write_atomically(path, lambda temporary: fig.savefig(temporary, format="png", dpi="figure"))
 
 
 def plot_history(history: Sequence[dict[str, Any]]) -> Figure:

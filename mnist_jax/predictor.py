@@ -155,11 +155,14 @@ def _validated_array(images: Any) -> np.ndarray:
     try:
         array = np.asarray(images)
     except (TypeError, ValueError) as error:
-        raise InputError(f"Cannot read the images as an array ({error}); expected {ACCEPTED}.") from None
+        log.debug("numpy cannot make an array of the images: %s", error)  # several sentences, not for the user
+        raise InputError(f"Cannot read the images as an array (ragged lists or values that are not numbers); "
+                         f"expected {ACCEPTED}.") from None
     is_float = jnp.issubdtype(array.dtype, jnp.floating)
     if array.dtype == bool or not (is_float or jnp.issubdtype(array.dtype, jnp.integer)):
         raise InputError(f"Got images of dtype {array.dtype}; expected {ACCEPTED}.")
-    array = _as_batch(array).astype(np.float32)
+    with np.errstate(over="ignore"):  # huge values become infinity, refused just below instead of warned about
+        array = _as_batch(array).astype(np.float32)
     if not np.isfinite(array).all():
         raise InputError(f"The images contain NaN or infinite values; expected {ACCEPTED}.")
     low, high = float(array.min()), float(array.max())

@@ -17,7 +17,7 @@ from mnist_jax.checkpoints import restore_for_inference
 from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.diagram import draw_model
 from mnist_jax.errors import UserError
-from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir, run_splits
+from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir, run_splits, write_atomically
 from mnist_jax.summary import format_summary, summarize
 from mnist_jax.steps import predict_logits
 
@@ -66,8 +66,9 @@ class RunFigures:
 def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> Path:
     """Write every figure, classification_report.json and a self-contained report.html; return the HTML path."""
     contents = write_figures(run_dir_path, which, data_dir)
-    path = contents.run_dir.path / REPORT_HTML
-    path.write_text(render_html(contents), encoding="utf-8")
+    page = render_html(contents)
+    path = write_atomically(contents.run_dir.path / REPORT_HTML, lambda temporary: temporary.write_text(
+        page, encoding="utf-8"))
     log.info("Wrote %s.", path)
     return path
 
@@ -83,7 +84,10 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     rows = summarize(model)
     figures["model"] = draw_model(model, rows)
     folder = run_dir.path / FIGURES_DIR
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot create {folder}: {error.strerror or error}.") from None
     paths = {name: plots.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()}
     classification = plots.classification_metrics(predicted.labels, predicted.predictions, class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)

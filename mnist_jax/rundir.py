@@ -1,11 +1,15 @@
 """The run directory: the files a training run leaves for people, scripts and later commands."""
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_jax import jsonio
 from mnist_jax.errors import UserError
 
 CONFIG = "config.json"  # the resolved TrainConfig
@@ -13,7 +17,11 @@ HISTORY = "history.jsonl"  # one JSON object per finished epoch, appended as the
 METRICS = "metrics.json"  # final test metrics and timings
 ENVIRONMENT = "environment.json"  # package versions, devices, seed
 CHECKPOINTS = "checkpoints"  # Orbax checkpoints, one folder per saved epoch
+LOCK = ".lock"  # flock-ed by the process writing the run; holds its PID
 DEFAULT_ROOT = "runs"
+# Run directories this process has locked: resolved path -> [file descriptor, holders]. The lock keeps other
+# processes out; within one process it is re-entrant, so a run can be reopened (resumed) by the code that made it.
+_HELD: dict[Path, list[int]] = {}
 
 
 class RunDir:
@@ -24,18 +32,19 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path | None = None, root: str | Path = DEFAULT_ROOT, name: str = "run") -> "RunDir":
-        """Create the given folder, or a new time-stamped one under `root`."""
+        """Create and lock the given folder, or a new time-stamped one under `root`."""
         if path is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = _unused(Path(root) / f"{stamp}-{name}")
-        path = Path(path)
-        if (path / CONFIG).exists():
-            raise UserError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir.")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"Cannot create the run directory {path}: {error.strerror}.") from None
-        return cls(path)
+            run = cls(_make_unused(Path(root) / f"{stamp}-{name}"))
+        else:
+            run = cls(Path(path))
+            _mkdir(run.path)
+        run.lock()  # before anything is read or written, so two processes never both pass the check below
+        if (run.path / CONFIG).exists():
+            run.unlock()
+            raise UserError(f"{run.path} already holds a run; resume it with --resume {run.path} or choose another "
+                            f"--run-dir.")
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -49,13 +58,51 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
 
+    def has_checkpoint(self) -> bool:
+        """Whether a finished checkpoint exists (Orbax renames an epoch's folder to its number when complete)."""
+        try:
+            return any(entry.name.isdigit() and entry.is_dir() for entry in self.checkpoints.iterdir())
+        except OSError:  # no checkpoints folder yet
+            return False
+
+    def lock(self) -> None:
+        """Lock the run for this process's life (a crash releases it); refuse a run another process holds."""
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"Cannot lock {self.path}: {error.strerror}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _holder(fd)
+            os.close(fd)
+            if isinstance(error, BlockingIOError):
+                raise UserError(f"{self.path} is in use by {holder}; wait for it to finish or choose another "
+                                f"--run-dir.") from None
+            raise UserError(f"Cannot lock {self.path}: {error.strerror}.") from None  # e.g. no locks on this disk
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = [fd, 1]
+
+    def unlock(self) -> None:
+        """Release the lock taken by lock() (once every holder in this process has released it)."""
+        key = self.path.resolve()
+        if key not in _HELD:
+            return
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            fd, _ = _HELD.pop(key)
+            os.ftruncate(fd, 0)  # while still locked, so no new holder's PID is erased
+            os.close(fd)  # closing the last descriptor releases the flock
+
     def write_json(self, name: str, value: Any) -> Path:
         """Write a JSON file atomically, so a crash never leaves half a file."""
-        target = self.path / name
-        temporary = target.with_suffix(target.suffix + ".tmp")
-        temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, target)
-        return target
+        return write_atomically(self.path / name, lambda temporary: temporary.write_text(
+            jsonio.dumps(value, indent=2, sort_keys=True) + "\n"))
 
     def read_json(self, name: str) -> Any:
         try:
@@ -66,11 +113,14 @@ class RunDir:
             raise UserError(f"{self.path / name} is not valid JSON: {error}.") from None
 
     def append_history(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record and flush it to disk at once."""
-        with open(self.path / HISTORY, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one epoch's record and flush it to disk at once (a torn line is ignored when read back)."""
+        try:
+            with open(self.path / HISTORY, "a") as f:
+                f.write(jsonio.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise UserError(f"Cannot write {self.path / HISTORY}: {error.strerror or error}.") from None
 
     def read_history(self) -> list[dict[str, Any]]:
         """Every complete epoch record; a torn last line from a crash is ignored."""
@@ -87,19 +137,55 @@ class RunDir:
 
     def truncate_history(self, epochs: int) -> None:
         """Keep only the first `epochs` records (when resuming from an earlier checkpoint)."""
-        kept = self.read_history()[:epochs]
-        temporary = self.path / (HISTORY + ".tmp")
-        temporary.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        os.replace(temporary, self.path / HISTORY)
+        text = "".join(jsonio.dumps(r, sort_keys=True) + "\n" for r in self.read_history()[:epochs])
+        write_atomically(self.path / HISTORY, lambda temporary: temporary.write_text(text))
 
 
-def _unused(path: Path) -> Path:
-    """Add a numeric suffix until the path does not exist yet."""
+def write_atomically(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Let `write` fill a temporary beside target, then rename it over target; a failure is one sentence."""
+    temporary = target.with_name(target.name + ".tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    except BaseException as error:  # a full disk, a read-only folder, Ctrl-C: target keeps its old content
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserError(f"Cannot write {target}: {error.strerror or error}.") from None
+        raise
+    return target
+
+
+def _mkdir(path: Path, exist_ok: bool = True) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        raise UserError(f"Cannot create the run directory {path}: a file of that name exists.") from None
+    except OSError as error:
+        raise UserError(f"Cannot create the run directory {path}: {error.strerror}.") from None
+
+
+def _make_unused(path: Path) -> Path:
+    """Create the folder, adding a numeric suffix until the name is new; mkdir decides, so two processes never share."""
     candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
+    while True:
+        try:
+            _mkdir(candidate, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}-{number}")
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from the PID its holder wrote (absent for a moment after the holder took it)."""
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
 
 
 def run_config(run_path: str | Path, meta: dict[str, Any]) -> Any:

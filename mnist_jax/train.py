@@ -83,11 +83,11 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     steps_per_epoch = steps_in_epoch(config, datasets)
     custom_model = model is not None
     model = model or model_from_config(config)
-    run_dir = _run_dir(run_dir, resume)
     train = DeviceSplit.put(datasets.train)
     val = DeviceSplit.put(datasets.val) if datasets.val else None
     precompile = _programs_to_precompile(config, datasets, model)
-    with compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer:
+    with (_claimed(run_dir, resume) as run_dir, compilation.speedups(config.fast_compile, precompile),
+          _checkpointer(run_dir) as checkpointer):
         state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
@@ -105,9 +105,11 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
             if checkpointer:
                 meta = checkpoint_meta(config, datasets, record, model if custom_model else None)
                 checkpointer.save(epoch, state.params, training_arrays(state), meta, _score(record))
-    metrics = test_metrics(config, datasets.test, state, history)
-    if run_dir:
-        run_dir.write_json(METRICS, metrics)
+        if checkpointer:
+            checkpointer.wait()  # a failed save raises here, before the test
+        metrics = test_metrics(config, datasets.test, state, history)
+        if run_dir:
+            run_dir.write_json(METRICS, metrics)
     return TrainResult(state, history, metrics, run_dir)
 
 
@@ -171,11 +173,22 @@ def training_arrays(state: TrainState) -> dict[str, Any]:
     return {"opt_state": state.opt_state, "step": state.step}
 
 
-def _run_dir(run_dir: RunDir | str | os.PathLike | None, resume: bool) -> RunDir | None:
-    """A RunDir for a path: the existing run when resuming, else a new one."""
-    if run_dir is None or isinstance(run_dir, RunDir):
-        return run_dir
-    return RunDir.open(run_dir) if resume else RunDir.create(run_dir)
+@contextlib.contextmanager
+def _claimed(run_dir: RunDir | str | os.PathLike | None, resume: bool) -> Iterator[RunDir | None]:
+    """The run directory (a new one for a path, the existing one to resume), locked by this process meanwhile."""
+    if run_dir is None:
+        yield None
+        return
+    if isinstance(run_dir, RunDir):
+        run_dir.lock()  # re-entrant: a caller's own lock stays as it was
+    else:
+        run_dir = RunDir.open(run_dir) if resume else RunDir.create(run_dir)  # create locks
+        if resume:
+            run_dir.lock()
+    try:
+        yield run_dir
+    finally:
+        run_dir.unlock()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.predictor import Predictor
 from mnist_jax.rundir import RunDir
 from mnist_jax.train import train_and_evaluate
+from tests.test_jsonio import strict_loads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,43 @@ def test_json_has_input_label_and_ten_probabilities_per_file(run_dir, files, cap
         assert set(result) == {"input", "label", "probabilities"}
         np.testing.assert_allclose(result["probabilities"], probabilities, rtol=1e-6)
         assert result["label"] == int(np.argmax(result["probabilities"]))
+
+
+@pytest.fixture
+def mixed_files(files, tmp_path):
+    """Good files with a blank image and a missing file between them."""
+    blank = tmp_path / "blank.png"
+    Image.new("L", (84, 84), 0).save(blank)
+    return [files[0], str(blank), str(tmp_path / "missing.png"), files[1]]
+
+
+def test_several_files_name_each_bad_one_and_still_predict_the_good_ones(run_dir, files, mixed_files, capsys):
+    code, out, err = predict(capsys, run_dir, *mixed_files)
+    expected = Predictor.load(run_dir).predict(files[:2])
+    assert code == EXIT_USER_ERROR
+    assert [line.split()[:2] for line in out.splitlines()] == [[files[0], str(expected[0])],
+                                                               [files[1], str(expected[1])]]
+    errors = err.splitlines()
+    assert errors == [f"mnist-jax: error: Image {mixed_files[1]!r} contains no digit: it is blank.",
+                      f"mnist-jax: error: Cannot read image {mixed_files[2]!r}: no such file; expected a readable "
+                      f"PNG or JPEG image."]
+
+
+def test_several_files_json_holds_the_good_ones(run_dir, files, mixed_files, capsys):
+    code, out, err = predict(capsys, run_dir, *mixed_files, "--json")
+    assert code == EXIT_USER_ERROR and len(err.splitlines()) == 2
+    assert [result["input"] for result in strict_loads(out)] == [files[0], files[1]]
+
+
+def test_json_with_every_file_bad_is_an_empty_list(run_dir, mixed_files, capsys):
+    code, out, err = predict(capsys, run_dir, *mixed_files[1:3], "--json")
+    assert code == EXIT_USER_ERROR and strict_loads(out) == [] and len(err.splitlines()) == 2
+
+
+def test_json_output_is_strict_even_with_nan(run_dir, files, capsys, monkeypatch):
+    monkeypatch.setattr(Predictor, "predict_proba", lambda self, images: np.full((len(images), 10), np.nan))
+    code, out, _ = predict(capsys, run_dir, files[0], "--json")
+    assert code == 0 and strict_loads(out)[0]["probabilities"] == [None] * 10
 
 
 def test_which_picks_the_checkpoint(run_dir, files, capsys):

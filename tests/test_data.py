@@ -26,6 +26,12 @@ def test_missing_directory_names_the_options(tmp_path):
         data.load_mnist_dir(tmp_path / "absent")
 
 
+def test_data_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "mnist").write_text("not a folder")
+    with pytest.raises(DataError, match=r"mnist is a file, not a folder; pass --data-dir"):
+        data.load_mnist_dir(tmp_path / "mnist")
+
+
 def test_missing_file(tiny_mnist_dir):
     (tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="has no t10k-labels-idx1-ubyte.gz"):

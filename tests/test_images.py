@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from mnist_jax.images import (
     CENTRE,
     DIGIT_BOX,
     INK_FRACTION,
+    MAX_PIXELS,
     load_image,
     load_mnist_image,
     to_mnist,
@@ -290,3 +294,26 @@ def test_real_mnist_digit_on_paper_round_trip(tmp_path: Path) -> None:
     big = Image.fromarray(WHITE - original).resize((280, 280), Image.Resampling.BICUBIC)
     path = save(big.convert("RGB"), tmp_path / "scan.jpg", quality=95)
     assert correlation(load_mnist_image(path), original) > 0.9
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG announcing width x height greyscale pixels, with no pixel data: cheap to write, costly to decode."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [5001, 13000, 20000], ids=["just-over", "pillow-warns", "pillow-refuses"])
+def test_too_many_pixels_refused_before_decoding_without_pillow_warnings(tmp_path: Path, side: int) -> None:
+    path = png_header_only(tmp_path / "huge.png", side, 5000 if side == 5001 else side)
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError) as caught:
+            load_mnist_image(path)
+    assert caught_warnings == []  # Pillow's DecompressionBombWarning is never shown
+    message = str(caught.value)
+    assert str(path) in message and f"{MAX_PIXELS:,}" in message
+    assert message.count(". ") == 0 and message.endswith(".")

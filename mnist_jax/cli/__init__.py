@@ -3,7 +3,9 @@
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -31,14 +33,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors end in one sentence on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
+    previous = _interrupt_on_sigterm()
     try:
         return args.run(args) or 0
     except UserError as error:
-        print(f"mnist-jax: error: {error}", file=sys.stderr)
+        print_error(error)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("mnist-jax: interrupted; checkpoints already written are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> "signal.Handlers | None":
+    """Make SIGTERM (kill, a scheduler's stop) end a command as Ctrl-C does; return the handler it replaces."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def print_error(error: UserError) -> None:
+    """Print a user error as the one sentence every command ends with."""
+    print(f"mnist-jax: error: {error}", file=sys.stderr)
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:

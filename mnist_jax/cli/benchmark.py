@@ -1,8 +1,8 @@
 """`mnist-jax benchmark`: training and inference speed of one model configuration."""
 
 import argparse
-import json
 
+from mnist_jax import jsonio
 from mnist_jax.cli import add_flag
 from mnist_jax.cli.train import MODEL_FIELDS, add_config_flags, config_from_args
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     result = benchmark(config, steps=args.steps, repeats=args.repeats)
     if args.json:
-        print(json.dumps(result))
+        print(jsonio.dumps(result))
         return 0
     print(f"{result['model']} batch {result['batch_size']} {result['dtype']} ({result['loop']} loop) "
           f"on {result['device']} ({result['processor']})")

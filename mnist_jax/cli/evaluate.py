@@ -1,8 +1,8 @@
 """`mnist-jax evaluate RUN_DIR`: evaluate a saved run on the full test set."""
 
 import argparse
-import json
 
+from mnist_jax import jsonio
 from mnist_jax.cli import add_flag
 
 
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run_dir, which=args.which, data_dir=args.data_dir)
     if args.json:
-        print(json.dumps(metrics))
+        print(jsonio.dumps(metrics))
     else:
         print(f"Epoch {metrics['epoch']} ({args.which}): test accuracy {metrics['test_accuracy']:.4f}, "
               f"test loss {metrics['test_loss']:.4f} on {metrics['test_images']} images")

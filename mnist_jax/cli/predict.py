@@ -1,12 +1,12 @@
 """`mnist-jax predict RUN_DIR`: classify image files or random test images, or benchmark the predictor."""
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_jax.cli import add_flag
+from mnist_jax import jsonio
+from mnist_jax.cli import EXIT_USER_ERROR, add_flag, print_error
 from mnist_jax.errors import UserError
 
 if TYPE_CHECKING:  # importing the predictor loads JAX, which `--help` should not wait for
@@ -59,15 +59,30 @@ def _check_mode(args: argparse.Namespace) -> None:
 
 
 def _files(predictor: "Predictor", files: list[str], as_json: bool) -> int:
-    probabilities_NxK = predictor.predict_proba(files)
-    results = [_result(file, probabilities) for file, probabilities in zip(files, probabilities_NxK)]
+    """Classify every readable file; name each unreadable one on stderr, and exit 2 if there was any."""
+    loaded = [_load(file) for file in files]  # pixels, or the error that names the file
+    good = [i for i, item in enumerate(loaded) if not isinstance(item, UserError)]
+    probabilities_NxK = predictor.predict_proba(np.stack([loaded[i] for i in good])) if good else []
+    results = {i: _result(files[i], probabilities) for i, probabilities in zip(good, probabilities_NxK)}
     if as_json:
-        print(json.dumps(results))
-        return 0
-    for result in results:
-        confidence = max(result["probabilities"])
-        print(f"{result['input']}  {_name(predictor, result['label'])}  {confidence:.4f}")
-    return 0
+        print(jsonio.dumps(list(results.values())), flush=True)
+    for i, result in enumerate(loaded):  # in the order given, so a terminal shows each error where its file was
+        if i not in results:
+            print_error(result)
+        elif not as_json:
+            confidence = max(results[i]["probabilities"])
+            print(f"{files[i]}  {_name(predictor, results[i]['label'])}  {confidence:.4f}", flush=True)
+    return EXIT_USER_ERROR if len(results) < len(files) else 0
+
+
+def _load(file: str) -> "np.ndarray | UserError":
+    """A file's MNIST-style pixels, or the one-sentence error saying why it cannot be read."""
+    from mnist_jax.images import load_mnist_image
+
+    try:
+        return load_mnist_image(file)
+    except UserError as error:
+        return error
 
 
 def _random(predictor: "Predictor", args: argparse.Namespace) -> int:
@@ -78,7 +93,7 @@ def _random(predictor: "Predictor", args: argparse.Namespace) -> int:
     results = [_result(f"test[{index}]", probabilities) | {"true_label": int(label)}
                for index, probabilities, label in zip(indices, probabilities_NxK, test.labels)]
     if args.json:
-        print(json.dumps(results))
+        print(jsonio.dumps(results))
         return 0
     for result in results:
         mark = "ok" if result["label"] == result["true_label"] else "WRONG"
@@ -94,7 +109,7 @@ def _benchmark(predictor: "Predictor", as_json: bool) -> int:
 
     report = benchmark_predictor(predictor)
     if as_json:
-        print(json.dumps(report))
+        print(jsonio.dumps(report))
         return 0
     print(f"{report['model']} on {report['device']}: single image {report['latency_median_ms']:.3f} ms median "
           f"({report['latency_p90_ms']:.3f} ms p90, {report['latency_calls']} calls)")

@@ -1,8 +1,8 @@
 """`mnist-jax speedrun`: time the fastest known recipe to 99% test accuracy over several seeds."""
 
 import argparse
-import json
 
+from mnist_jax import jsonio
 from mnist_jax.cli import add_flag
 
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be a positive integer, got {args.seeds}.")
     result = run_speedrun(load_datasets("mnist", data_dir=args.data_dir, val_split=0.0), seeds=args.seeds)
     if args.json:
-        print(json.dumps(result))
+        print(jsonio.dumps(result))
         return 0
     for run_result in result["runs"]:
         print(f"seed {run_result['seed']}: test accuracy {run_result['test_accuracy']:.4f}  "

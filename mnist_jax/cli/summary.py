@@ -1,8 +1,8 @@
 """`mnist-jax summary --model NAME`: print the model's layers, shapes, parameters and FLOPs; optionally draw it."""
 
 import argparse
-import json
 
+from mnist_jax import jsonio
 from mnist_jax.cli import add_flag
 from mnist_jax.cli.train import MODEL_FIELDS, add_config_flags, config_from_args
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
         save_diagram(draw_model(model, rows), args.diagram)
     if args.json:
-        print(json.dumps({"model": config.model, "hparams": hparams, "layers": [row.to_dict() for row in rows],
+        print(jsonio.dumps({"model": config.model, "hparams": hparams, "layers": [row.to_dict() for row in rows],
                           **summary_totals(rows), "xla_flops_per_image": compiled_flops}))
     else:
         title = f"{type(model).__name__}({', '.join(f'{key}={value}' for key, value in hparams.items())})"

@@ -84,6 +84,7 @@ def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
     from mnist_jax.rundir import CONFIG, RunDir
 
     run_dir = RunDir.open(args.resume)
+    run_dir.lock()  # before reading its config: another process may be writing it
     config = cfg.TrainConfig.load(run_dir.path / CONFIG)
     ignored = [cfg.flag(field.name) for field in dataclasses.fields(cfg.TrainConfig)
                if field.name != "epochs" and hasattr(args, field.name)]
