@@ -9,6 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 from orbax.checkpoint import checkpoint_managers
 
 from mnist_jax.errors import CheckpointError, first_line, root_cause
@@ -78,7 +79,7 @@ class Checkpointer:
 
     def restore_arrays(self, epoch: int, **targets: Any) -> dict[str, Any]:
         """Restore the named array items ("params", "training") into the structure, shapes and dtypes given."""
-        abstract = {name: jax.tree.map(ocp.utils.to_shape_dtype_struct, target) for name, target in targets.items()}
+        abstract = {name: jax.tree.map(_placed, target) for name, target in targets.items()}
         return self._restore(epoch, **{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()})
 
     def _restore(self, epoch: int, **args: Any) -> dict[str, Any]:
@@ -126,6 +127,17 @@ class Checkpointer:
 
     def _path(self, epoch: int) -> Path:
         return self.directory / str(epoch)
+
+
+def _placed(leaf: Any) -> jax.ShapeDtypeStruct:
+    """Where a restored array goes: the target's own sharding (a mesh when training), else this process's first device.
+
+    Orbax would otherwise place arrays as they were saved, on devices a smaller machine may not have.
+    """
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is None:
+        struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=SingleDeviceSharding(jax.local_devices()[0]))
+    return struct
 
 
 def _score(metrics: dict[str, float]) -> float:

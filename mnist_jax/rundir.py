@@ -27,8 +27,9 @@ _HELD: dict[Path, list[int]] = {}
 class RunDir:
     """A folder holding one training run."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes  # False in the other processes of a multi-process run: process 0 writes the files
 
     @classmethod
     def create(cls, path: str | Path | None = None, root: str | Path = DEFAULT_ROOT, name: str = "run") -> "RunDir":
@@ -101,6 +102,8 @@ class RunDir:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write a JSON file atomically, so a crash never leaves half a file."""
+        if not self.writes:
+            return self.path / name
         return write_atomically(self.path / name, lambda temporary: temporary.write_text(
             jsonio.dumps(value, indent=2, sort_keys=True) + "\n"))
 
@@ -114,6 +117,8 @@ class RunDir:
 
     def append_history(self, record: dict[str, Any]) -> None:
         """Append one epoch's record and flush it to disk at once (a torn line is ignored when read back)."""
+        if not self.writes:
+            return
         try:
             with open(self.path / HISTORY, "a") as f:
                 f.write(jsonio.dumps(record, sort_keys=True) + "\n")
@@ -137,6 +142,8 @@ class RunDir:
 
     def truncate_history(self, epochs: int) -> None:
         """Keep only the first `epochs` records (when resuming from an earlier checkpoint)."""
+        if not self.writes:
+            return
         text = "".join(jsonio.dumps(r, sort_keys=True) + "\n" for r in self.read_history()[:epochs])
         write_atomically(self.path / HISTORY, lambda temporary: temporary.write_text(text))
 

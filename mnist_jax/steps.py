@@ -14,7 +14,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax import compilation
+from mnist_jax import compilation, sharding
 from mnist_jax.initializers import INITS
 from mnist_jax.losses import LossFn, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
@@ -36,7 +36,7 @@ def init_state(model: nn.Module, optimizer: optax.GradientTransformation, loss_f
     """Fresh parameters and optimizer state, as one compiled program (not one per operation, as eagerly)."""
     rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)  # derived inside: any seed, one program
     params = INITS[init](model, rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn)
+    return sharding.replicated(TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn))
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -79,13 +79,14 @@ def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indi
 def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """An epoch's shuffled batches (steps, batch_size) and dropout key, from the seed and epoch alone.
 
-    A resumed run repeats them exactly; the shuffled remainder that does not fill a batch is skipped.
+    A resumed run repeats them exactly, whatever the device count; the shuffled remainder that does not fill a batch
+    is skipped. Under a mesh, each device gets its share of every batch.
     """
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
     shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
     steps = num_examples // batch_size
     order = jax.random.permutation(shuffle_rng, num_examples)
-    return order[: steps * batch_size].reshape(steps, batch_size), dropout_rng
+    return sharding.split_batches(order[: steps * batch_size].reshape(steps, batch_size)), dropout_rng
 
 
 @compilation.jit
@@ -95,16 +96,21 @@ def add_metrics(totals: Metrics, metrics: Metrics) -> Metrics:
 
 
 def batched_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
-    """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped."""
-    count = images.shape[0]
+    """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped.
+
+    Under a mesh, each batch is split over the devices (rounded up to a multiple of their count).
+    """
+    count, devices = images.shape[0], sharding.data_devices()
     batch_size = max(1, min(batch_size, count))  # a small split is not padded up to a whole large batch
+    batch_size = -(-batch_size // devices) * devices
     num_batches = -(-count // batch_size)
     padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
 
     def body(_, batch_images):
         return None, apply_fn({"params": params}, prepare_images(batch_images), train=False)
 
-    _, logits = jax.lax.scan(body, None, padded.reshape(num_batches, batch_size, *images.shape[1:]))
+    batches = sharding.split_batches(padded.reshape(num_batches, batch_size, *images.shape[1:]))
+    _, logits = jax.lax.scan(body, None, batches)
     return logits.reshape(-1, logits.shape[-1])[:count]
 
 

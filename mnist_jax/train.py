@@ -16,9 +16,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from mnist_jax import compilation, steps
+from mnist_jax import compilation, sharding, steps
 from mnist_jax.checkpoints import Checkpointer, check_model_version, checkpoint_meta
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
@@ -55,8 +56,14 @@ class DeviceSplit:
     labels: jax.Array
 
     @classmethod
-    def put(cls, split: Split) -> "DeviceSplit":
-        return cls(jax.device_put(split.images), jax.device_put(split.labels))
+    def put(cls, split: Split, mesh: Mesh | None = None) -> "DeviceSplit":
+        """Every device of the mesh (or the default device) holds the whole split, and gathers its share of batches.
+
+        MNIST is small enough (47 MB of uint8 images) that a copy per device costs less than moving batches.
+        """
+        if mesh is None:
+            return cls(jax.device_put(split.images), jax.device_put(split.labels))
+        return cls(sharding.put_replicated(split.images, mesh), sharding.put_replicated(split.labels, mesh))
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -64,8 +71,8 @@ class DeviceSplit:
 
 def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike | None = None, *,
                        model: nn.Module | None = None, loss_fn: LossFn | None = None,
-                       optimizer: optax.GradientTransformation | None = None, datasets: Datasets | None = None,
-                       progress: bool = False, resume: bool = False) -> TrainResult:
+                       optimizer: optax.GradientTransformation | None = None, mesh: Mesh | None = None,
+                       datasets: Datasets | None = None, progress: bool = False, resume: bool = False) -> TrainResult:
     """Train, validating and checkpointing every epoch, then evaluate once on the test set.
 
     Args:
@@ -75,23 +82,26 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
         returning logits (B, 10).
       loss_fn: `loss_fn(logits_BxK, labels_B)` -> per-example losses (B,).
       optimizer: any `optax.GradientTransformation` (it replaces the configured optimizer and schedule).
+      mesh: the devices to train on, data-parallel (sharding.make_mesh); by default every device of every process.
       datasets: data already loaded; by default the config's dataset is loaded.
       progress: show a progress bar per epoch.
       resume: continue `run_dir` from its newest good checkpoint.
     """
     datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
     steps_per_epoch = steps_in_epoch(config, datasets)
+    mesh = mesh or sharding.make_mesh()
+    sharding.check_batch(config.batch_size, mesh)
     custom_model = model is not None
     model = model or model_from_config(config)
-    train = DeviceSplit.put(datasets.train)
-    val = DeviceSplit.put(datasets.val) if datasets.val else None
-    precompile = _programs_to_precompile(config, datasets, model)
-    with (_claimed(run_dir, resume) as run_dir, compilation.speedups(config.fast_compile, precompile),
-          _checkpointer(run_dir) as checkpointer):
+    train = DeviceSplit.put(datasets.train, mesh)
+    val = DeviceSplit.put(datasets.val, mesh) if datasets.val else None
+    precompile = _programs_to_precompile(config, datasets, model, mesh)
+    with (jax.set_mesh(mesh), _claimed(run_dir, resume) as run_dir,
+          compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer):
         state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
         state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
-            _write_run_files(run_dir, config, environment=not resume)
+            _write_run_files(run_dir, config, mesh, environment=not resume)
         for epoch in range(len(history) + 1, config.epochs + 1):
             state, record = train_epoch(config, state, train, epoch, progress)
             if val:
@@ -107,7 +117,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
                 checkpointer.save(epoch, state.params, training_arrays(state), meta, _score(record))
         if checkpointer:
             checkpointer.wait()  # a failed save raises here, before the test
-        metrics = test_metrics(config, datasets.test, state, history)
+        metrics = test_metrics(config, DeviceSplit.put(datasets.test, mesh), state, history)
         if run_dir:
             run_dir.write_json(METRICS, metrics)
     return TrainResult(state, history, metrics, run_dir)
@@ -152,10 +162,10 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     return state, {"epoch": epoch, **means, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def test_metrics(config: TrainConfig, test: Split, state: TrainState, history: list[dict[str, Any]]) -> dict[str, Any]:
+def test_metrics(config: TrainConfig, test: DeviceSplit, state: TrainState,
+                 history: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate once on every test image; the test set plays no part in training or model selection."""
-    images, labels = jax.device_put(test.images), jax.device_put(test.labels)
-    metrics = steps.evaluate(state.apply_fn, state.params, images, labels, config.eval_batch_size)
+    metrics = steps.evaluate(state.apply_fn, state.params, test.images, test.labels, config.eval_batch_size)
     log.info("Test accuracy %.4f, loss %.4f on %d images.", metrics["accuracy"], metrics["loss"], len(test))
     return {
         "status": "finished",
@@ -175,9 +185,15 @@ def training_arrays(state: TrainState) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _claimed(run_dir: RunDir | str | os.PathLike | None, resume: bool) -> Iterator[RunDir | None]:
-    """The run directory (a new one for a path, the existing one to resume), locked by this process meanwhile."""
+    """The run directory (a new one for a path, the existing one to resume), locked by this process meanwhile.
+
+    In a multi-process run, process 0 alone claims it and writes its files; the others only checkpoint.
+    """
     if run_dir is None:
         yield None
+        return
+    if not sharding.is_primary():
+        yield RunDir(run_dir.path if isinstance(run_dir, RunDir) else run_dir, writes=False)
         return
     if isinstance(run_dir, RunDir):
         run_dir.lock()  # re-entrant: a caller's own lock stays as it was
@@ -203,25 +219,32 @@ def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
             checkpointer.close()
 
 
-def _programs_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module) -> list:
-    """Compiles of the epoch's plan and of the validation and test evaluations, for compilation.speedups."""
+def _programs_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module, mesh: Mesh) -> list:
+    """Compiles of the epoch's plan and of the validation and test evaluations, for compilation.speedups.
+
+    Each is lowered exactly as the loop will call it (same mesh, same shardings), so the loop finds it compiled.
+    """
+    whole = NamedSharding(mesh, PartitionSpec())
 
     def plan():
-        steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
+        with jax.set_mesh(mesh):
+            steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
 
     def evaluations():
-        params = abstract_params(model)  # shapes only, traced on the second thread too
+        params = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=whole),
+                              abstract_params(model))  # shapes only, traced on the second thread too
         for split in (datasets.val, datasets.test):
             if split is not None:
-                steps.eval_step.lower(model.apply, params, _shape_of(split.images), _shape_of(split.labels),
-                                      config.eval_batch_size).compile()
+                images, labels = (_shape_of(array, whole) for array in (split.images, split.labels))
+                with jax.set_mesh(mesh):
+                    steps.eval_step.lower(model.apply, params, images, labels, config.eval_batch_size).compile()
 
     return [plan, evaluations]
 
 
-def _shape_of(array: Any) -> jax.ShapeDtypeStruct:
-    """What `jax.device_put(array)` would hold, without the data."""
-    return jax.ShapeDtypeStruct(array.shape, jax.dtypes.canonicalize_dtype(array.dtype))
+def _shape_of(array: Any, placement: NamedSharding) -> jax.ShapeDtypeStruct:
+    """What `DeviceSplit.put` makes of the array, without the data."""
+    return jax.ShapeDtypeStruct(array.shape, jax.dtypes.canonicalize_dtype(array.dtype), sharding=placement)
 
 
 def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> tuple[TrainState, list]:
@@ -240,10 +263,10 @@ def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> 
     return state, run_dir.read_history()
 
 
-def _write_run_files(run_dir: RunDir, config: TrainConfig, environment: bool) -> None:
+def _write_run_files(run_dir: RunDir, config: TrainConfig, mesh: Mesh, environment: bool) -> None:
     run_dir.write_json(CONFIG, config.to_dict())
     if environment:
-        run_dir.write_json(ENVIRONMENT, describe_environment(config.seed))
+        run_dir.write_json(ENVIRONMENT, describe_environment(config.seed) | {"mesh": sharding.describe(mesh)})
 
 
 def _stop_if_diverged(record: dict[str, Any], run_dir: RunDir | None, checkpointer: Checkpointer | None) -> None:
