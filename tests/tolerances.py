@@ -67,6 +67,13 @@ def assert_close(actual, expected, reduction_length: int, scale: float | None = 
                                err_msg=err_msg)
 
 
+def assert_differ(actual, expected, reduction_length: int) -> None:
+    """Assert `actual` and `expected` differ by more than float32 rounding allows (the converse of assert_close)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    allowed = float32_rtol(reduction_length) * float(np.abs(expected).max())
+    assert np.abs(actual - expected).max() > allowed, "the values agree up to float32 rounding"
+
+
 def assert_trees_close(actual, expected, reduction_length: int) -> None:
     """assert_close for every leaf of two pytrees of the same structure, each leaf at its own scale."""
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
