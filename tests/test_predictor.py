@@ -18,6 +18,7 @@ from mnist_jax import predictor_bench
 from mnist_jax.predictor_bench import benchmark_predictor
 from mnist_jax.rundir import RunDir
 from mnist_jax.trainer import train_and_evaluate
+from tests.conftest import SteadyClock
 from tests.tolerances import CROSS_ENTROPY, assert_close, assert_differ
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # one event per XLA compilation
@@ -246,18 +247,6 @@ def test_damaged_parameter_files_raise_checkpoint_error(run_copy, damage):
 def test_unknown_checkpoint_choice_raises_checkpoint_error(trained, which, problem):
     with pytest.raises(CheckpointError, match=problem):
         Predictor.load(trained.run_dir.path, which)
-
-
-class SteadyClock:
-    """A stand-in for the time module whose perf_counter advances `tick` seconds a reading: each timed call lasts
-    exactly one tick (a power of two, so the subtractions are exact)."""
-
-    def __init__(self, tick: float):
-        self.now, self.tick = 0.0, tick
-
-    def perf_counter(self) -> float:
-        self.now += self.tick
-        return self.now
 
 
 def assert_consistent_benchmark(report, batch_sizes):
