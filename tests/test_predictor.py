@@ -255,7 +255,8 @@ def assert_consistent_benchmark(report, batch_sizes):
     assert report["latency_median_ms"] <= report["latency_p90_ms"]
     assert [row["batch_size"] for row in report["throughput"]] == list(batch_sizes)
     for row in report["throughput"]:
-        assert row["images_per_second"] * row["median_ms"] / 1000 == pytest.approx(row["batch_size"], rel=4 * FLOAT64_EPS)
+        images = row["images_per_second"] * row["median_ms"] / 1000
+        assert images == pytest.approx(row["batch_size"], rel=4 * FLOAT64_EPS)
 
 
 def test_benchmark_reports_latency_and_throughput(predictor):
