@@ -1,4 +1,8 @@
-"""Fixed shapes: training and evaluation compile once, then never again."""
+"""Fixed shapes: training and evaluation compile once, then never again.
+
+How many programs a run compiles is JAX's business and changes between versions; what is ours to test is that
+nothing compiles again once every shape has been seen.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -11,18 +15,21 @@ from mnist_jax.config import TrainConfig
 from mnist_jax import compilation
 from mnist_jax.steps import epoch_plan, train_steps
 from mnist_jax.train import DeviceSplit, initial_state, train_and_evaluate, train_epoch
+from tests.tolerances import CROSS_ENTROPY, assert_trained_close, assert_trees_close, gradient_length
 
 
 def test_counter_sees_a_new_shape_and_not_a_cached_one():
     f = jax.jit(lambda x: x * 3 + 1)
     three, four = jnp.ones(3), jnp.ones(4)  # made outside: creating them compiles too
-    with count_compilations() as counter:
+    with count_compilations() as first:
         f(three).block_until_ready()
+    with count_compilations() as cached:
         f(three).block_until_ready()
-    assert counter.count == 1
-    with count_compilations() as counter:
+    with count_compilations() as new_shape:
         f(four).block_until_ready()
-    assert counter.count == 1 and counter.seconds > 0
+    assert first.count >= 1 and first.seconds > 0  # the listener saw the compilation and its duration
+    assert (cached.count, cached.seconds) == (0, 0.0)
+    assert new_shape.count == first.count  # the same program again, for the new shape
 
 
 def test_cpu_only_options_go_to_the_cpu_alone():
@@ -70,29 +77,38 @@ def test_no_recompilation_after_the_first_epoch():
     assert counter.count == 0
 
 
-def test_a_whole_run_compiles_a_handful_of_programs():
-    """Init, the epoch's plan, the epoch, evaluation per split shape: each one program, never one per operation."""
+def test_a_whole_run_compiles_nothing_after_its_first_epoch():
+    """Init, the epoch's plan, the epoch, evaluation per split shape: all compiled in epoch 1, none after."""
     datasets = data.load_datasets("digits", val_split=0.2)
-    config = TrainConfig(dataset="digits", model="mlp", batch_size=32, epochs=2, steps_per_call=0)
-    jax.clear_caches()
-    with count_compilations() as counter:
-        train_and_evaluate(config, datasets=datasets)
-    # init, epoch plan, scan, and evaluation on the validation and the test shapes, compiled ahead on a thread
-    assert counter.count == 5
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=32, steps_per_call=0)
+    counts = {}
+    for epochs in (1, 3):
+        jax.clear_caches()
+        with count_compilations() as counter:
+            train_and_evaluate(config.replace(epochs=epochs), datasets=datasets)
+        counts[epochs] = counter.count
+    assert counts[1] > 0  # the counter saw the first run compile
+    assert counts[3] == counts[1]  # two more epochs, with their evaluations, compiled nothing more
 
 
 def test_the_fast_compile_training_program_takes_the_same_steps():
     datasets = data.load_datasets("digits", val_split=0.2)
     split = DeviceSplit.put(datasets.train)
-    config = TrainConfig(dataset="digits", model="cnn", filters=4, batch_size=32)
-    batches = epoch_plan(0, 1, len(split), 32)[0][:5]
+    steps, batch = 5, 32
+    config = TrainConfig(dataset="digits", model="cnn", filters=4, batch_size=batch)
+    batches = epoch_plan(0, 1, len(split), batch)[0][:steps]
     results = []
     for fast_compile in (False, True):
         with compilation.speedups(fast_compile=fast_compile), count_compilations() as counter:
-            state = initial_state(config, steps_per_epoch=5)
+            state = initial_state(config, steps_per_epoch=steps)
             results.append(train_steps(state, split.images, split.labels, batches, jax.random.key(1)))
         assert counter.count >= 1  # the second is another program, not the first one found in a cache
     (state, metrics), (fast_state, fast_metrics) = results
-    assert int(fast_state.step) == int(state.step) == 5
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 (fast_state.params, fast_metrics), (state.params, metrics))
+    assert int(fast_state.step) == int(state.step) == steps
+    # Other compiler options fuse and order the sums differently: equal up to float32 rounding (tests/tolerances.py).
+    # The CNN with 4 filters; its convolution kernel's gradient sums over the batch and the 26x26 positions.
+    logits_length = 3 * 3 + 13 * 13 * 4 + 128
+    step_length = gradient_length(logits_length, batch * 26 * 26)
+    assert_trained_close(fast_state.params, state.params, steps, config.learning_rate, step_length)
+    # Metrics summed over the steps, each a mean over the batch of a forward pass and its loss.
+    assert_trees_close(fast_metrics, metrics, steps * (logits_length + CROSS_ENTROPY + batch))

@@ -1,6 +1,7 @@
 """The default CNN on the real MNIST files (runs where MNIST_JAX_DATA_DIR points at them, as in CI)."""
 
 import numpy as np
+import pytest
 
 from mnist_jax import data
 from mnist_jax.config import TrainConfig
@@ -13,6 +14,7 @@ def test_full_mnist_shapes_and_checksummed_counts(real_mnist_dir):
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+@pytest.mark.slow
 def test_default_cnn_one_epoch_reaches_98_percent(real_mnist_dir):
     datasets = data.load_datasets("mnist", data_dir=str(real_mnist_dir))
     config = TrainConfig(epochs=1)  # the default model and recipe, one epoch

@@ -1,4 +1,8 @@
-"""The fast CNN computes exactly what the straightforward nn.Conv / nn.max_pool model computes."""
+"""The fast CNN computes exactly what the straightforward nn.Conv / nn.max_pool model computes.
+
+Pooling is compared bit for bit (it only selects values); convolutions and networks up to float32 rounding, since
+the two forms sum the same products in another order (tolerances from tests/tolerances.py).
+"""
 
 import flax.linen as nn
 import jax
@@ -8,6 +12,14 @@ import pytest
 
 from mnist_jax import models
 from mnist_jax.layers import BatchLastConv, Conv, PlainCNN, max_pool_2x2
+from tests.tolerances import (CNN_LOGITS, SPEEDRUN_LOGITS, assert_close, assert_trees_close,
+                              gradient_length)
+
+BATCH = 16
+# The longest sums that make a parameter's gradient: each convolution kernel's, over the batch and the positions
+# of its output (26x26 for the CNN, 12x12 for the speedrun's first convolution).
+CNN_GRADIENTS = gradient_length(CNN_LOGITS, BATCH * 26 * 26)
+SPEEDRUN_GRADIENTS = gradient_length(SPEEDRUN_LOGITS, BATCH * 12 * 12)
 
 
 def reference_pool(x):
@@ -16,6 +28,7 @@ def reference_pool(x):
 
 @pytest.mark.parametrize("shape", [(3, 26, 26, 4), (2, 7, 9, 3)])
 def test_max_pool_values_and_gradients_equal_nn_max_pool_including_ties(shape):
+    """Bit for bit: pooling selects values and routes each gradient to one of them, no arithmetic to round."""
     x = jnp.round(jax.random.normal(jax.random.key(0), shape) * 2) / 2  # coarse values: many tied maxima
     x = x.at[0].set(0.0)  # an all-zero image: every window is a four-way tie, as after a ReLU
     np.testing.assert_array_equal(max_pool_2x2(x), reference_pool(x))
@@ -30,7 +43,7 @@ def test_conv_has_nn_conv_parameters_and_outputs():
     params = flax_conv.init(jax.random.key(0), x)
     jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x), params)
     params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
-    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), atol=1e-5)
+    assert_close(ours.apply(params, x), flax_conv.apply(params, x), reduction_length=3 * 3 * 2 + 1)  # and the bias
 
 
 def test_conv_falls_back_to_nn_conv_for_other_paddings():
@@ -40,25 +53,25 @@ def test_conv_falls_back_to_nn_conv_for_other_paddings():
 
 
 def test_cnn_equals_the_reference_model_in_logits_and_gradients():
-    images = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
-    labels = jnp.arange(16) % 10
+    images = jax.random.uniform(jax.random.key(0), (BATCH, 28, 28, 1))
+    labels = jnp.arange(BATCH) % 10
     ours = models.create_model("cnn")
     params = ours.init(jax.random.key(1), images)["params"]
     params = jax.tree.map(lambda p: p + 0.01, params)  # non-zero biases, so ties are not all at zero
     reference = PlainCNN()
     assert jax.tree.structure(reference.init(jax.random.key(1), images)["params"]) == jax.tree.structure(params)
-    assert_same_logits_and_gradients(ours, reference, params, images, labels)
+    assert_same_logits_and_gradients(ours, reference, params, images, labels, CNN_LOGITS, CNN_GRADIENTS)
 
 
-def assert_same_logits_and_gradients(ours, reference, params, images, labels):
+def assert_same_logits_and_gradients(ours, reference, params, images, labels, logits_length, gradients_length):
     def loss(model, p):
         logits = model.apply({"params": p}, images)
         return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), logits
 
     (_, logits_ours), grads_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
     (_, logits_ref), grads_ref = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(params)
-    np.testing.assert_allclose(logits_ours, logits_ref, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads_ours, grads_ref)
+    assert_close(logits_ours, logits_ref, logits_length)
+    assert_trees_close(grads_ours, grads_ref, gradients_length)
 
 
 def to_batch_last(x_BxHxWxC):
@@ -79,12 +92,15 @@ def test_batch_last_conv_equals_nn_conv_in_parameters_values_and_gradients(kerne
         return to_batch_last(flax_conv.apply(p, x))
 
     out = ours.apply(params, to_batch_last(x))
-    np.testing.assert_allclose(out, reference(params, x), atol=1e-5)
+    (kh, kw), channels = kernel_size, x.shape[-1]
+    assert_close(out, reference(params, x), reduction_length=kh * kw * channels + 1)  # and the bias
     cotangent = jax.random.normal(jax.random.key(1), out.shape)
     grads_ours = jax.grad(lambda p, x: (ours.apply(p, to_batch_last(x)) * cotangent).sum(), (0, 1))(params, x)
     grads_ref = jax.grad(lambda p, x: (reference(p, x) * cotangent).sum(), (0, 1))(params, x)
-    # Kernel gradients sum hundreds of products of size ~1 in another order: float32 rounding reaches ~1e-5.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4), grads_ours, grads_ref)
+    # The convolution is linear: kernel gradients sum over the batch and the output positions, input gradients
+    # over the kernel's windows and the 8 filters.
+    positions = out.shape[1] * out.shape[2]
+    assert_trees_close(grads_ours, grads_ref, reduction_length=x.shape[0] * positions + kh * kw * 8)
 
 
 def test_batch_last_conv_rejects_inputs_smaller_than_its_kernel():
@@ -104,9 +120,10 @@ class PlainSpeedrunCNN(nn.Module):
 
 
 def test_speedrun_cnn_equals_the_reference_model_in_parameters_logits_and_gradients():
-    images = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
-    labels = jnp.arange(16) % 10
+    images = jax.random.uniform(jax.random.key(0), (BATCH, 28, 28, 1))
+    labels = jnp.arange(BATCH) % 10
     ours, reference = models.create_model("speedrun", filters=8), PlainSpeedrunCNN()
     params = ours.init(jax.random.key(1), images)["params"]
     jax.tree.map(np.testing.assert_array_equal, reference.init(jax.random.key(1), images)["params"], params)
-    assert_same_logits_and_gradients(ours, reference, jax.tree.map(lambda p: p + 0.01, params), images, labels)
+    assert_same_logits_and_gradients(ours, reference, jax.tree.map(lambda p: p + 0.01, params), images, labels,
+                                     SPEEDRUN_LOGITS, SPEEDRUN_GRADIENTS)

@@ -52,6 +52,7 @@ def test_dropout_only_in_training():
     model = models.create_model("cnn", dropout=0.5)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     x = jnp.ones((2, 28, 28, 1))
+    # Bit for bit: the same program on the same inputs (within one machine and one XLA build).
     assert jnp.array_equal(model.apply(variables, x), model.apply(variables, x))
     trained = [model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(i)}) for i in range(2)]
     assert not jnp.array_equal(*trained)

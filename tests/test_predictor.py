@@ -14,12 +14,17 @@ from mnist_jax.errors import CheckpointError, InputError
 from mnist_jax.images import load_mnist_image
 from mnist_jax.models import create_model, model_hparams, prepare_images
 from mnist_jax.predictor import BUCKETS, DIGIT_NAMES, Predictor
+from mnist_jax import predictor_bench
 from mnist_jax.predictor_bench import benchmark_predictor
 from mnist_jax.rundir import RunDir
 from mnist_jax.train import train_and_evaluate
+from tests.conftest import SteadyClock
+from tests.tolerances import CROSS_ENTROPY, assert_close, assert_differ
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # one event per XLA compilation
 TINY = TrainConfig(dataset="digits", model="mlp", hidden=32, epochs=2, batch_size=32)
+LOGITS = 28 * 28 + TINY.hidden  # reduction length of the tiny MLP's logits (tests/tolerances.py)
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,7 @@ def write_png(path, image_28x28, size=112):
 
 def test_logits_match_model_apply_on_trained_params(predictor, test_images):
     images = test_images[:70]  # 64 + a remainder of 6 padded to 8
-    np.testing.assert_allclose(predictor.predict_logits(images), direct_logits(predictor, images), atol=1e-5)
+    assert_close(predictor.predict_logits(images), direct_logits(predictor, images), LOGITS)
 
 
 def test_loaded_predictor_matches_the_in_memory_trained_params(trained, predictor, test_images):
@@ -79,7 +84,8 @@ def test_loaded_predictor_matches_the_in_memory_trained_params(trained, predicto
     assert loaded.meta["model"] == "mlp" and loaded.meta["hparams"]["hidden"] == TINY.hidden
     assert loaded.class_names == DIGIT_NAMES
     jax.tree.map(np.testing.assert_array_equal, loaded.params, trained.state.params)
-    np.testing.assert_allclose(loaded.predict_logits(test_images), predictor.predict_logits(test_images), atol=1e-6)
+    # The same program on the same parameters: bit for bit (within one machine and one XLA build).
+    np.testing.assert_array_equal(loaded.predict_logits(test_images), predictor.predict_logits(test_images))
 
 
 def test_load_takes_the_checkpoints_folder_and_an_epoch_number(trained, test_images):
@@ -87,7 +93,7 @@ def test_load_takes_the_checkpoints_folder_and_an_epoch_number(trained, test_ima
     assert first.epoch == 1
     assert Predictor.load(trained.run_dir.path, "1").epoch == 1
     latest = Predictor.load(trained.run_dir.path, "latest")
-    assert not np.allclose(first.predict_logits(test_images[:8]), latest.predict_logits(test_images[:8]))
+    assert_differ(first.predict_logits(test_images[:8]), latest.predict_logits(test_images[:8]), LOGITS)
 
 
 def test_best_is_the_epoch_with_the_highest_validation_accuracy(trained):
@@ -101,8 +107,8 @@ def test_predict_and_predict_proba_agree_with_the_logits(predictor, test_images)
     probabilities = predictor.predict_proba(images)
     labels = predictor.predict(images)
     assert probabilities.shape == (20, 10) and probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(probabilities, jax.nn.softmax(logits), rtol=1e-5, atol=1e-7)
+    assert_close(probabilities.sum(axis=1), np.ones(20), CROSS_ENTROPY + 10)  # and the sum of the ten
+    assert_close(probabilities, jax.nn.softmax(logits), CROSS_ENTROPY)
     assert labels.shape == (20,) and np.issubdtype(labels.dtype, np.integer)
     np.testing.assert_array_equal(labels, logits.argmax(axis=1))
 
@@ -121,7 +127,7 @@ def test_every_accepted_array_layout_gives_the_same_logits(predictor, test_image
              "float64": images.astype(np.float64), "jax": jax.numpy.asarray(images),
              "list": [image for image in images]}[layout]
     logits = predictor.predict_logits(given)
-    np.testing.assert_allclose(logits, expected[:1] if layout == "single" else expected, atol=1e-6)
+    assert_close(logits, expected[:1] if layout == "single" else expected, LOGITS)  # maybe another batch shape
 
 
 def test_any_batch_size_compiles_at_most_one_program_per_bucket(trained):
@@ -136,7 +142,7 @@ def test_any_batch_size_compiles_at_most_one_program_per_bucket(trained):
 
 def test_large_batches_are_chunked_and_padded_without_changing_results(predictor):
     images = np.random.default_rng(1).integers(0, 256, (1000, 28, 28), dtype=np.uint8)  # 512 + 488 padded to 512
-    np.testing.assert_allclose(predictor.predict_logits(images), direct_logits(predictor, images), atol=1e-5)
+    assert_close(predictor.predict_logits(images), direct_logits(predictor, images), LOGITS)
 
 
 def test_bucket_for_picks_the_smallest_bucket_that_fits(predictor):
@@ -146,8 +152,8 @@ def test_bucket_for_picks_the_smallest_bucket_that_fits(predictor):
 def test_image_files_are_loaded_like_load_mnist_image(predictor, test_images, tmp_path):
     paths = [write_png(tmp_path / f"digit{i}.png", image) for i, image in enumerate(test_images[:3])]
     expected = predictor.predict_logits(np.stack([load_mnist_image(path) for path in paths]))
-    np.testing.assert_allclose(predictor.predict_logits(paths), expected, atol=1e-6)
-    np.testing.assert_allclose(predictor.predict_logits(str(paths[0])), expected[:1], atol=1e-6)
+    np.testing.assert_array_equal(predictor.predict_logits(paths), expected)  # the same pixels, the same program
+    assert_close(predictor.predict_logits(str(paths[0])), expected[:1], LOGITS)  # one image: another batch shape
 
 
 def test_floats_on_a_zero_to_one_scale_are_flagged(predictor, test_images, caplog):
@@ -243,9 +249,25 @@ def test_unknown_checkpoint_choice_raises_checkpoint_error(trained, which, probl
         Predictor.load(trained.run_dir.path, which)
 
 
+def assert_consistent_benchmark(report, batch_sizes):
+    """What holds whatever the timings: the p90 is not below the median, and each row's images/s is its batch over
+    its median seconds (four float64 roundings apart)."""
+    assert report["latency_median_ms"] <= report["latency_p90_ms"]
+    assert [row["batch_size"] for row in report["throughput"]] == list(batch_sizes)
+    for row in report["throughput"]:
+        images = row["images_per_second"] * row["median_ms"] / 1000
+        assert images == pytest.approx(row["batch_size"], rel=4 * FLOAT64_EPS)
+
+
 def test_benchmark_reports_latency_and_throughput(predictor):
     report = benchmark_predictor(predictor, batch_sizes=(1, 3), repeats=2, latency_calls=3)
     assert report["model"] == "mlp" and report["backend"] == jax.default_backend()
-    assert 0 < report["latency_median_ms"] <= report["latency_p90_ms"]
-    assert [row["batch_size"] for row in report["throughput"]] == [1, 3]
-    assert all(row["images_per_second"] > 0 and row["median_ms"] > 0 for row in report["throughput"])
+    assert_consistent_benchmark(report, (1, 3))
+
+
+def test_benchmark_times_each_call_and_reports_milliseconds_and_images_per_second(predictor, monkeypatch):
+    monkeypatch.setattr(predictor_bench, "time", SteadyClock(0.25))
+    report = benchmark_predictor(predictor, batch_sizes=(1, 8), repeats=2, latency_calls=3)
+    assert report["latency_median_ms"] == report["latency_p90_ms"] == 250.0
+    assert report["throughput"] == [{"batch_size": 1, "median_ms": 250.0, "images_per_second": 4.0},
+                                    {"batch_size": 8, "median_ms": 250.0, "images_per_second": 32.0}]
