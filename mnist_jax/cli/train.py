@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import logging
 import types
+from typing import Any
 
 from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
@@ -27,7 +28,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
     add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
     add_flag(parser, "--no-report", "skip report.html and the figures at the end", action="store_true")
+    add_distributed_flags(parser)
     parser.set_defaults(run=run)
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """--devices, and jax.distributed.initialize's arguments for a run over several processes (hosts)."""
+    group = parser.add_argument_group("devices and hosts (data-parallel; every process gets the same command line)")
+    add_flag(group, "--devices", "use the first N devices (default: all, of every process)", type=int, default=None,
+             metavar="N")
+    add_flag(group, "--coordinator-address", "HOST:PORT of process 0, for a run over several processes "
+                                             "(default: none, or what Slurm, Open MPI or Kubernetes set)", default=None)
+    add_flag(group, "--num-processes", "how many processes take part", type=int, default=None)
+    add_flag(group, "--process-id", "this process's number, 0 to --num-processes minus 1", type=int, default=None)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...] | None = None) -> None:
@@ -57,18 +70,27 @@ def config_from_args(args: argparse.Namespace, base: cfg.TrainConfig | None = No
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_jax import sharding
     from mnist_jax.data import load_datasets
-    from mnist_jax.rundir import RunDir
     from mnist_jax.train import steps_in_epoch, train_and_evaluate
 
+    sharding.initialize(args.coordinator_address, args.num_processes, args.process_id)  # before JAX starts
+    primary = sharding.is_primary()
+    if not primary:
+        logging.getLogger("mnist_jax").setLevel(logging.WARNING)  # process 0 tells the story
+    mesh = sharding.make_mesh(args.devices)
     config = _resumed_config(args) if args.resume else config_from_args(args)
     # Load the data before creating anything, so a data error leaves no empty run directory behind.
     datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
     steps_in_epoch(config, datasets)  # a batch larger than the data is an error before anything is written
-    run_dir = RunDir.open(args.resume) if args.resume else RunDir.create(args.run_dir, name=config.model)
-    print(f"Run directory: {run_dir.path}")
-    result = train_and_evaluate(config, run_dir, datasets=datasets, progress=not args.no_progress,
+    sharding.check_batch(config.batch_size, mesh)
+    run_dir = _run_dir(args, config, primary)
+    if primary:
+        print(f"Run directory: {run_dir.path}")
+    result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, progress=primary and not args.no_progress,
                                 resume=bool(args.resume))
+    if not primary:
+        return 0
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f}  test loss: {metrics['test_loss']:.4f}  "
           f"({metrics['test_images']} images, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s training)")
@@ -79,12 +101,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir(args: argparse.Namespace, config: cfg.TrainConfig, primary: bool) -> Any:
+    """The run directory: created and locked by process 0; the other processes of a multi-process run only name it."""
+    import jax
+
+    from mnist_jax.errors import UserError
+    from mnist_jax.rundir import RunDir
+
+    path = args.resume or args.run_dir
+    if path is None and jax.process_count() > 1:
+        raise UserError("A run over several processes needs --run-dir: every process must name the same folder.")
+    if not primary:
+        return RunDir(path, writes=False)
+    return RunDir.open(path) if args.resume else RunDir.create(path, name=config.model)
+
+
 def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
     """The run's own configuration; --epochs, when given, extends (or shortens) it."""
+    from mnist_jax import sharding
     from mnist_jax.rundir import CONFIG, RunDir
 
     run_dir = RunDir.open(args.resume)
-    run_dir.lock()  # before reading its config: another process may be writing it
+    if sharding.is_primary():
+        run_dir.lock()  # before reading its config: another process may be writing it
     config = cfg.TrainConfig.load(run_dir.path / CONFIG)
     ignored = [cfg.flag(field.name) for field in dataclasses.fields(cfg.TrainConfig)
                if field.name != "epochs" and hasattr(args, field.name)]
