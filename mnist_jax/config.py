@@ -28,9 +28,9 @@ class TrainConfig:
     """Everything that defines a training run; saved as config.json in the run directory."""
 
     # Data
-    dataset: str = "mnist"  # mnist or digits (scikit-learn's 8x8 digits, offline); any 28x28x1 TFDS name with source=tfds
+    dataset: str = "mnist"  # mnist or digits (scikit-learn's 8x8 digits, offline); with source=tfds, any 28x28x1 one
     source: str = "idx"  # idx: IDX files from data_dir or a cached download; tfds: a prepared TFDS dataset
-    data_dir: str | None = None  # folder with the IDX files (or TFDS data_dir); None: $MNIST_JAX_DATA_DIR, then download
+    data_dir: str | None = None  # folder of the IDX files (or TFDS data_dir); None: $MNIST_JAX_DATA_DIR, else download
     val_split: float = 0.2  # fraction of the training data held out, stratified, for validation
     # Model
     model: str = "cnn"  # a network from mnist_jax.models.MODELS: mlp (dense), cnn (the article's), speedrun

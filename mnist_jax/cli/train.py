@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args, config, primary)
     if primary:
         print(f"Run directory: {run_dir.path}")
-    result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, progress=primary and not args.no_progress,
-                                resume=bool(args.resume))
+    result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, resume=bool(args.resume),
+                                progress=primary and not args.no_progress)
     if not primary:
         return 0
     metrics = result.metrics
