@@ -9,8 +9,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from mnist_jax import compilation
+from mnist_jax import compilation, sharding
 from mnist_jax.compilation import count_compilations
 from mnist_jax.config import TrainConfig
 from mnist_jax.environment import describe_environment
@@ -26,20 +27,26 @@ RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macO
 
 
 def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batch_size: int = 1000,
-              eval_images: int = 10_000) -> dict[str, Any]:
-    """Training and inference images/s, compile seconds, GFLOP/s, compilations and peak memory for one config."""
+              eval_images: int = 10_000, devices: int | None = None) -> dict[str, Any]:
+    """Training and inference images/s, compile seconds, GFLOP/s, compilations and peak memory for one config.
+
+    Data-parallel over the first `devices` devices (all by default), as `mnist-jax train` runs.
+    """
     most_steps = DATASET_SIZE // config.batch_size
     if not 1 <= steps <= most_steps:
         raise UserError(f"--steps {steps} at --batch-size {config.batch_size} does not fit the {DATASET_SIZE:,} "
                         f"benchmark images: use 1 to {most_steps} steps (and a batch of at most {DATASET_SIZE:,}).")
-    images, labels = synthetic_data(config.seed)
+    mesh = sharding.make_mesh(devices)
+    sharding.check_batch(config.batch_size, mesh)
     flops_per_image = _flops_per_image(config)
-    state = initial_state(config, steps_per_epoch=steps)
-    with compilation.speedups(config.fast_compile):
+    with jax.set_mesh(mesh), compilation.speedups(config.fast_compile):
+        images, labels = synthetic_data(config.seed, mesh)
+        state = initial_state(config, steps_per_epoch=steps)
         train, state = _time_training(config, state, images, labels, steps, repeats)
-    inference = _time_inference(state, images[:eval_images], eval_batch_size, repeats)  # the trained parameters
+        inference = _time_inference(state, images[:eval_images], eval_batch_size, repeats)  # the trained parameters
     return {
         "model": config.model, "batch_size": config.batch_size, "dtype": config.dtype, "loop": config.loop,
+        "devices": mesh.size,
         "fast_compile": config.fast_compile,
         "steps": steps, "repeats": repeats,
         "train_images_per_second": train["images_per_second"],
@@ -58,12 +65,15 @@ def benchmark(config: TrainConfig, steps: int = 200, repeats: int = 5, eval_batc
     }
 
 
-def synthetic_data(seed: int) -> tuple[jax.Array, jax.Array]:
-    """MNIST-sized uint8 images and labels on the device (speed does not depend on pixel values)."""
+def synthetic_data(seed: int, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array]:
+    """MNIST-sized uint8 images and labels on the device, or on every device of `mesh` (speed does not depend on
+    pixel values)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (DATASET_SIZE, 28, 28), np.uint8)
     labels = rng.integers(0, 10, DATASET_SIZE).astype(np.int32)
-    return jax.device_put(images), jax.device_put(labels)
+    if mesh is None:
+        return jax.device_put(images), jax.device_put(labels)
+    return sharding.put_replicated(images, mesh), sharding.put_replicated(labels, mesh)
 
 
 def _flops_per_image(config: TrainConfig) -> int:

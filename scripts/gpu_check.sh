@@ -31,6 +31,15 @@ done
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   step compare-pytorch 90 "$py" scripts/compare_pytorch.py --batch-size 64 --steps 300 --repeats 5 --torch-device cuda --json
 fi
+gpus=$("$py" -c "import jax; print(jax.device_count())")
+if [ "$gpus" -gt 1 ]; then  # data-parallel: the multi-device tests, and images/s on 1, 2, ... all GPUs
+  step tests-sharding 300 "$py" -m pytest -q -p no:cacheprovider tests/test_sharding.py
+  for n in $(seq 1 "$gpus"); do
+    [ $(( n & (n - 1) )) -eq 0 ] || [ "$n" -eq "$gpus" ] || continue  # 1, 2, 4, 8 and all
+    step "benchmark-cnn-1024-devices-$n" 60 "$py" -m mnist_jax benchmark --model cnn --batch-size 1024 --steps 40 \
+      --devices "$n" --json
+  done
+fi
 # On an H100 these took over 240 s: a 180 s limit stopped them after 27 tests, and the other 53 took 66 s.
 step tests 360 "$py" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_train.py tests/test_compilation.py \
   tests/test_predictor.py tests/test_full_mnist.py

@@ -16,6 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                              "apart, every timing blocked on the device, median of repeats.")
     add_config_flags(parser, BENCHMARK_FIELDS)
     add_flag(parser, "--steps", "training steps per timed call", type=int, default=200)
+    add_flag(parser, "--devices", "data-parallel over the first N devices (default: all)", type=int, default=None,
+             metavar="N")
     add_flag(parser, "--repeats", "timed calls; the median is reported", type=int, default=5)
     add_flag(parser, "--json", "print one JSON object", action="store_true")
     parser.set_defaults(run=run)
@@ -28,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.repeats < 1:
         raise UserError("--steps and --repeats must be positive integers.")
     config = config_from_args(args)
-    result = benchmark(config, steps=args.steps, repeats=args.repeats)
+    result = benchmark(config, steps=args.steps, repeats=args.repeats, devices=args.devices)
     if args.json:
         print(jsonio.dumps(result))
         return 0
     print(f"{result['model']} batch {result['batch_size']} {result['dtype']} ({result['loop']} loop) "
-          f"on {result['device']} ({result['processor']})")
+          f"on {result['devices']} x {result['device']} ({result['processor']})")
     print(f"  training:  {result['train_images_per_second']:>10,.0f} images/s  "
           f"{result['train_gflops_per_second']:>7.2f} GFLOP/s  compile {result['train_compile_seconds']:.2f} s")
     print(f"  inference: {result['eval_images_per_second']:>10,.0f} images/s  "
