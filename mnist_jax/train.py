@@ -94,7 +94,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     custom_model = model is not None
     model = model or model_from_config(config)
     train = DeviceSplit.put(datasets.train, mesh)
-    val = DeviceSplit.put(datasets.val, mesh) if datasets.val else None
+    val = DeviceSplit.put(datasets.val, mesh) if datasets.val is not None else None
     precompile = _programs_to_precompile(config, datasets, model, mesh)
     with (jax.set_mesh(mesh), _claimed(run_dir, resume) as run_dir,
           compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer):
@@ -104,7 +104,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
             _write_run_files(run_dir, config, mesh, environment=not resume)
         for epoch in range(len(history) + 1, config.epochs + 1):
             state, record = train_epoch(config, state, train, epoch, progress)
-            if val:
+            if val is not None:
                 record |= _prefixed("val_", steps.evaluate(state.apply_fn, state.params, val.images, val.labels,
                                                            config.eval_batch_size))
             history.append(record)
@@ -260,7 +260,7 @@ def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> 
     state = state.replace(params=arrays["params"], opt_state=training["opt_state"], step=training["step"])
     run_dir.truncate_history(epoch)
     log.info("Resuming %s after epoch %d.", run_dir.path, epoch)
-    return state, run_dir.read_history()
+    return state, run_dir.read_history()[:epoch]  # [:epoch]: other processes may read before process 0 truncates
 
 
 def _write_run_files(run_dir: RunDir, config: TrainConfig, mesh: Mesh, environment: bool) -> None:
