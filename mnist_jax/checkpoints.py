@@ -35,7 +35,8 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preservation, best_fn=_score, best_mode="max",
             enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only,
-            save_interval_steps=0 if read_only else 1)  # what Orbax would force, minus its warning
+            save_interval_steps=0 if read_only else 1,  # what Orbax would force, minus its warning
+            cleanup_tmp_directories=not read_only)  # a save cut short by a crash leaves a temporary folder
         try:
             self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                                  item_names=ITEMS)
