@@ -64,14 +64,16 @@ def print_error(error: UserError) -> None:
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
-    """Our logs at INFO (DEBUG with -v), third-party chatter (Orbax's absl logs) at ERROR."""
+    """Our logs at INFO (DEBUG with -v); third-party logs (Orbax's, through absl) only when fatal, or errors with -v."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("mnist_jax").setLevel(level)
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.ERROR)
+        # Orbax logs each failure it then raises, with tracebacks, from several threads; the error we raise names
+        # it in one sentence, and -v shows the logs.
+        absl_logging.set_verbosity(absl_logging.ERROR if verbose else absl_logging.FATAL)
     except ImportError:
         pass
     # A failed Orbax read abandons asyncio tasks and callbacks; when they are collected, after our one-sentence
