@@ -133,10 +133,14 @@ class Checkpointer:
     def _set_aside(self, epochs: list[int]) -> None:
         """Move damaged checkpoints out of Orbax's sight (kept for inspection) so their epochs can be saved again."""
         aside = self.directory.parent / DAMAGED
-        aside.mkdir(exist_ok=True)
         for epoch in epochs:
             target = aside / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
-            shutil.move(self._path(epoch), target)
+            try:
+                aside.mkdir(exist_ok=True)
+                shutil.move(self._path(epoch), target)
+            except OSError as error:  # e.g. a read-only run directory: resuming could not write anyway
+                raise CheckpointError(f"Cannot move the damaged checkpoint {self._path(epoch)} aside to {target}: "
+                                      f"{error.strerror or error}.") from None
             log.warning("Moved damaged checkpoint %s to %s.", self._path(epoch), target)
         self.manager.reload()
 
