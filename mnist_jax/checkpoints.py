@@ -1,7 +1,10 @@
 """Orbax checkpoints of the full training state, keeping the newest and the best epoch."""
 
 import logging
+import os
+import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ KEEP_NEWEST = 2  # two newest, so a damaged newest checkpoint always has a good 
 # Parameters sit apart from the optimizer state so a predictor restores them alone.
 ITEMS = ("params", "training", "meta")
 DAMAGED = "checkpoints.damaged"  # beside the checkpoints folder: damaged checkpoints set aside on resume
+TEMPORARY = "*.orbax-checkpoint-tmp*"  # where Orbax writes a checkpoint before renaming it to its epoch
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # how Tensorstore's messages carry errno
+WRITERS_TIMEOUT = 30.0  # seconds to let the rest of a failed checkpoint's writes end (they take milliseconds)
 
 
 class Checkpointer:
@@ -35,19 +41,35 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preservation, best_fn=_score, best_mode="max",
             enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only,
-            save_interval_steps=0 if read_only else 1)  # what Orbax would force, minus its warning
+            save_interval_steps=0 if read_only else 1,  # what Orbax would force, minus its warning
+            cleanup_tmp_directories=not read_only,  # a save cut short by a crash leaves a temporary folder
+            # Folders made in save(), so a failure to make them is raised there: made in the background, it would
+            # leave Orbax's writer threads waiting minutes for them.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
         try:
             self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                                  item_names=ITEMS)
         except (OSError, ValueError) as error:
             raise CheckpointError(f"Cannot open checkpoints in {directory}: {error}.") from None
         self.directory = Path(directory)
+        self._writing: int | None = None  # the epoch of the last write started
 
     def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float) -> None:
-        """Start writing epoch `epoch` in the background; Orbax renames it into place when complete."""
+        """Start writing epoch `epoch` in the background, once the previous write has succeeded.
+
+        Orbax renames the checkpoint into place when complete. A failed write stops the run here, at the next
+        epoch's save: training goes on at most the one epoch that overlapped it, and nothing is saved past it.
+        """
+        self.wait()
         args = ocp.args.Composite(params=ocp.args.StandardSave(params), training=ocp.args.StandardSave(training),
                                   meta=ocp.args.JsonSave(to_strict(meta)))
-        self.manager.save(epoch, args=args, metrics={SCORE: float(score)})
+        self._writing = epoch
+        try:
+            self.manager.save(epoch, args=args, metrics={SCORE: float(score)})
+        except Exception as error:
+            if not _is_os_error(error):  # a bad argument is a bug, not a disk fault
+                raise
+            raise self._write_failed(epoch, error) from None
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -111,16 +133,32 @@ class Checkpointer:
     def _set_aside(self, epochs: list[int]) -> None:
         """Move damaged checkpoints out of Orbax's sight (kept for inspection) so their epochs can be saved again."""
         aside = self.directory.parent / DAMAGED
-        aside.mkdir(exist_ok=True)
         for epoch in epochs:
             target = aside / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
-            shutil.move(self._path(epoch), target)
+            try:
+                aside.mkdir(exist_ok=True)
+                shutil.move(self._path(epoch), target)
+            except OSError as error:  # e.g. a read-only run directory: resuming could not write anyway
+                raise CheckpointError(f"Cannot move the damaged checkpoint {self._path(epoch)} aside to {target}: "
+                                      f"{error.strerror or error}.") from None
             log.warning("Moved damaged checkpoint %s to %s.", self._path(epoch), target)
         self.manager.reload()
 
     def wait(self) -> None:
-        """Block until every pending write is on disk."""
-        self.manager.wait_until_finished()
+        """Block until every pending write is on disk; a failed write is a CheckpointError, raised once."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:  # only writes run in the background: any error there is a failed write
+            raise self._write_failed(self._writing, error) from None
+
+    def _write_failed(self, epoch: int, error: Exception) -> CheckpointError:
+        """The sentence for a failed write, once its temporary folder is gone; finished checkpoints stay."""
+        _join_writers()
+        for temporary in self.directory.glob(TEMPORARY):
+            shutil.rmtree(temporary, ignore_errors=True)
+        finished = [int(entry.name) for entry in self.directory.iterdir() if entry.name.isdigit()]
+        kept = f"the newest checkpoint kept is {self._path(max(finished))}" if finished else "no checkpoint is kept"
+        return CheckpointError(f"Cannot write checkpoint {self._path(epoch)}: {_reason(error)}; {kept}.")
 
     def close(self) -> None:
         self.manager.close()
@@ -142,6 +180,29 @@ def _placed(leaf: Any) -> jax.ShapeDtypeStruct:
 
 def _score(metrics: dict[str, float]) -> float:
     return metrics[SCORE]
+
+
+def _join_writers(timeout: float = WRITERS_TIMEOUT) -> None:
+    """Let Orbax's writer threads end: when one part of a checkpoint fails, others may still be writing theirs."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if type(thread).__module__.startswith("orbax.") and thread is not threading.current_thread():
+            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))  # Orbax's own join re-raises
+
+
+def _is_os_error(error: BaseException) -> bool:
+    """Whether an error comes from the operating system: Python's own, or Tensorstore's with its error code."""
+    cause = root_cause(error)
+    return isinstance(cause, OSError) or _OS_ERROR_CODE.search(str(cause)) is not None
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in the operating system's words where it can be told ("No space left on device")."""
+    cause = root_cause(error)
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    code = _OS_ERROR_CODE.search(str(cause))
+    return os.strerror(int(code[1])) if code else first_line(cause).rstrip(".")
 
 
 def checkpoint_dir(path: str | Path) -> Path:

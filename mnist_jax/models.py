@@ -1,6 +1,7 @@
 """Flax Linen models, chosen by name; parameters live in a separate pytree."""
 
 import dataclasses
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -120,6 +121,24 @@ def abstract_params(model: nn.Module) -> Any:
     """The parameter pytree's shapes and dtypes, without allocating or computing anything."""
     dummy = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)["params"]  # the key too: no compile
+
+
+def check_fits(model: nn.Module, device: jax.Device | None = None) -> None:
+    """Refuse a network whose parameters alone exceed the device's memory, before XLA tries to allocate them.
+
+    XLA reports most failed allocations as errors, but aborts the whole process on an array too large to describe.
+    """
+    needed = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract_params(model)))
+    available = device_memory(device or jax.local_devices()[0])
+    if needed > available:
+        raise UserError(f"The network does not fit in memory: its parameters alone take {needed / 2**30:,.1f} GiB, "
+                        f"the device has {available / 2**30:,.1f} GiB; use a smaller --hidden, --depth or --filters.")
+
+
+def device_memory(device: jax.Device) -> int:
+    """Bytes a device holds: an accelerator's own memory, or the host's RAM for the CPU (which reports none)."""
+    stats = device.memory_stats() or {}
+    return stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _model_class(name: str) -> type[nn.Module]:

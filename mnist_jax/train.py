@@ -26,7 +26,7 @@ from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment
 from mnist_jax.errors import UserError
 from mnist_jax.losses import LossFn, loss_from_config
-from mnist_jax.models import abstract_params, model_from_config
+from mnist_jax.models import abstract_params, check_fits, model_from_config
 from mnist_jax.optim import optimizer_from_config
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
 from mnist_jax.steps import TrainState
@@ -93,6 +93,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     sharding.check_batch(config.batch_size, mesh)
     custom_model = model is not None
     model = model or model_from_config(config)
+    check_fits(model)
     train = DeviceSplit.put(datasets.train, mesh)
     val = DeviceSplit.put(datasets.val, mesh) if datasets.val is not None else None
     precompile = _programs_to_precompile(config, datasets, model, mesh)

@@ -9,7 +9,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import UserError, first_line
 
 EXIT_USER_ERROR = 2  # the same code argparse uses for a bad flag
 EXIT_INTERRUPTED = 130
@@ -42,9 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mnist-jax: interrupted; checkpoints already written are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print_error(UserError(f"The network or batch does not fit in memory ({first_line(error).rstrip('.')}); use a "
+                              f"smaller --hidden, --depth, --filters, --batch-size or --eval-batch-size."))
+        return EXIT_USER_ERROR
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether an error is a failed allocation: Python's MemoryError, or XLA's on the host or an accelerator."""
+    if isinstance(error, MemoryError):
+        return True
+    jax = sys.modules.get("jax")  # an XLA error means JAX is loaded; a command that never loaded it need not
+    return (jax is not None and isinstance(error, jax.errors.JaxRuntimeError)
+            and any(mark in str(error) for mark in ("RESOURCE_EXHAUSTED", "Out of memory")))
 
 
 def _interrupt_on_sigterm() -> "signal.Handlers | None":
@@ -64,14 +79,16 @@ def print_error(error: UserError) -> None:
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
-    """Our logs at INFO (DEBUG with -v), third-party chatter (Orbax's absl logs) at ERROR."""
+    """Our logs at INFO (DEBUG with -v); third-party logs (Orbax's, through absl) only when fatal, or errors with -v."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("mnist_jax").setLevel(level)
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.ERROR)
+        # Orbax logs each failure it then raises, with tracebacks, from several threads; the error we raise names
+        # it in one sentence, and -v shows the logs.
+        absl_logging.set_verbosity(absl_logging.ERROR if verbose else absl_logging.FATAL)
     except ImportError:
         pass
     # A failed Orbax read abandons asyncio tasks and callbacks; when they are collected, after our one-sentence
