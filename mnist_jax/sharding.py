@@ -6,6 +6,7 @@ same code path, the same programs.
 """
 
 import logging
+import warnings
 from typing import Any
 
 import jax
@@ -46,7 +47,9 @@ def _cluster_detected() -> bool:
     except ImportError:
         return False
     clusters = (slurm_cluster.SlurmCluster, ompi_cluster.OmpiCluster, k8s_cluster.K8sCluster)
-    return any(cluster.is_env_present() for cluster in clusters)
+    with warnings.catch_warnings():  # a pod without the `kubernetes` package is a single-process run, not a fault
+        warnings.simplefilter("ignore")
+        return any(cluster.is_env_present() for cluster in clusters)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
