@@ -127,3 +127,18 @@ def test_device_and_process_mistakes_are_one_sentence(tmp_path, flags, message):
     done = run_python(["-m", "mnist_jax", "train", *DIGITS, *flags, "--run-dir", str(tmp_path / "run")], devices=4)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("mnist-jax: error: ") and message in done.stderr
+
+
+def test_a_cluster_is_detected_from_its_environment_and_nothing_else(monkeypatch):
+    from mnist_jax import sharding
+
+    for name in [v for v in os.environ if v.startswith(("SLURM_", "OMPI_"))] + ["KUBERNETES_SERVICE_HOST"]:
+        monkeypatch.delenv(name, raising=False)
+    assert not sharding._cluster_detected()
+    sharding.initialize()  # outside a cluster: nothing to join, one process
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # a pod without the kubernetes package: one process
+    assert not sharding._cluster_detected()
+    for name, value in {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
+                        "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert sharding._cluster_detected()
