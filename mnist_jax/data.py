@@ -69,14 +69,19 @@ def class_names(dataset: str, source: str, data_dir: str | None) -> tuple[str, .
 
 
 def load_train_test(dataset: str, source: str, data_dir: str | None) -> tuple[Split, Split]:
-    """Return the full training split and the test split of a dataset."""
+    """Return the full training split and the test split of a dataset; neither may be empty."""
     if source == "tfds":
-        return load_tfds(dataset, data_dir)
-    if dataset == "digits":
-        return load_digits()
-    if dataset != "mnist":
+        train, test = load_tfds(dataset, data_dir)
+    elif dataset == "digits":
+        train, test = load_digits()
+    elif dataset != "mnist":
         raise DataError(f"Dataset {dataset!r} is only available through --source tfds.")
-    return load_mnist_dir(resolve_mnist_dir(data_dir))
+    else:
+        train, test = load_mnist_dir(resolve_mnist_dir(data_dir))
+    for name, split in (("training", train), ("test", test)):
+        if len(split) == 0:  # metrics of nothing are NaN, and every figure of them fails
+            raise DataError(f"The {dataset} {name} split has no images.")
+    return train, test
 
 
 def resolve_mnist_dir(data_dir: str | None) -> Path:

@@ -117,3 +117,14 @@ def test_tfds_class_names_come_from_the_dataset():
         datasets = data.load_datasets("fashion_mnist", source="tfds", val_split=0.0)
     assert datasets.class_names[0] == "T-shirt/top" and len(datasets.class_names) == 10
     assert data.load_datasets("digits").class_names == tuple("0123456789")
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_an_empty_split_is_one_sentence(tmp_path, empty):
+    rng = np.random.default_rng(0)
+    full = data.Split(rng.integers(0, 256, (20, 28, 28), np.uint8), np.arange(20, dtype=np.int32) % 10)
+    none = data.Split(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int32))
+    folder = write_mnist_dir(tmp_path / "mnist", none if empty == "train" else full, none if empty == "test" else full)
+    name = "training" if empty == "train" else "test"
+    with pytest.raises(DataError, match=f"The mnist {name} split has no images"):
+        data.load_train_test("mnist", "idx", str(folder))
