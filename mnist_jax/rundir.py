@@ -30,6 +30,7 @@ class RunDir:
     def __init__(self, path: Path, writes: bool = True):
         self.path = Path(path)
         self.writes = writes  # False in the other processes of a multi-process run: process 0 writes the files
+        self.created = False  # whether create() made the folder (discard() then removes it)
 
     @classmethod
     def create(cls, path: str | Path | None = None, root: str | Path = DEFAULT_ROOT, name: str = "run") -> "RunDir":
@@ -37,8 +38,10 @@ class RunDir:
         if path is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             run = cls(_make_unused(Path(root) / f"{stamp}-{name}"))
+            run.created = True
         else:
             run = cls(Path(path))
+            run.created = not run.path.exists()
             _mkdir(run.path)
         run.lock()  # before anything is read or written, so two processes never both pass the check below
         if (run.path / CONFIG).exists():
@@ -99,6 +102,14 @@ class RunDir:
             fd, _ = _HELD.pop(key)
             os.ftruncate(fd, 0)  # while still locked, so no new holder's PID is erased
             os.close(fd)  # closing the last descriptor releases the flock
+
+    def discard(self) -> None:
+        """Undo create() for a run that never started: the lock file, and the folder if create() made it and it is
+        empty."""
+        (self.path / LOCK).unlink(missing_ok=True)  # while still locked: nobody else can hold the file removed
+        self.unlock()
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write a JSON file atomically, so a crash never leaves half a file."""

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from mnist_jax.cli import main
+from mnist_jax.rundir import RunDir
 
 TRAIN_DIGITS = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "32",
                 "--no-progress"]
@@ -141,3 +142,32 @@ def test_bad_configuration_file_is_one_sentence(tmp_path, capsys, content, messa
     assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_folder_the_user_made_is_kept_and_released_after_a_data_error(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    assert main(["train", "--data-dir", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+    RunDir.create(tmp_path / "mine").unlock()  # nothing holds it
+
+
+def test_the_run_directory_is_claimed_before_the_data_is_loaded(tmp_path, capsys):
+    """A second train on a directory in use is refused at once, not after loading (or downloading) the data."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "held")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", "--data-dir", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "held")]) == 2
+        assert f"is in use by process {holder.pid}" in capsys.readouterr().err  # not the missing data
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import sys, time
+from mnist_jax.rundir import RunDir
+RunDir.create(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""

@@ -72,6 +72,7 @@ def config_from_args(args: argparse.Namespace, base: cfg.TrainConfig | None = No
 def run(args: argparse.Namespace) -> int:
     from mnist_jax import sharding
     from mnist_jax.data import load_datasets
+    from mnist_jax.errors import UserError
     from mnist_jax.train import steps_in_epoch, train_and_evaluate
 
     sharding.initialize(args.coordinator_address, args.num_processes, args.process_id)  # before JAX starts
@@ -80,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("mnist_jax").setLevel(logging.WARNING)  # process 0 tells the story
     mesh = sharding.make_mesh(args.devices)
     config = _resumed_config(args) if args.resume else config_from_args(args)
-    # Load the data before creating anything, so a data error leaves no empty run directory behind.
-    datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
-    steps_in_epoch(config, datasets)  # a batch larger than the data is an error before anything is written
-    sharding.check_batch(config.batch_size, mesh)
-    run_dir = _run_dir(args, config, primary)
+    run_dir = _run_dir(args, config, primary)  # claimed first: a second train on it is refused before any slow work
+    try:
+        datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
+        steps_in_epoch(config, datasets)  # a batch larger than the data is an error before anything is written
+        sharding.check_batch(config.batch_size, mesh)
+    except UserError:
+        if primary and not args.resume:
+            run_dir.discard()  # a run that could not start leaves no empty run directory behind
+        raise
     if primary:
         print(f"Run directory: {run_dir.path}")
     result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, resume=bool(args.resume),
