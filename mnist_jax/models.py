@@ -113,8 +113,10 @@ def model_version(name: str) -> int:
 
 
 def model_from_config(config: Any) -> nn.Module:
-    """The model a TrainConfig describes."""
-    return create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    """The model a TrainConfig describes, refused in one sentence if its parameters cannot fit the device."""
+    model = create_model(config.model, **model_hparams(config.model, config.to_dict()))
+    check_fits(model)  # every command that builds from flags (train, summary, benchmark) goes through here
+    return model
 
 
 def abstract_params(model: nn.Module) -> Any:

@@ -93,7 +93,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     sharding.check_batch(config.batch_size, mesh)
     custom_model = model is not None
     model = model or model_from_config(config)
-    check_fits(model)
+    if custom_model:
+        check_fits(model)  # model_from_config checks the configured ones
     train = DeviceSplit.put(datasets.train, mesh)
     val = DeviceSplit.put(datasets.val, mesh) if datasets.val is not None else None
     precompile = _programs_to_precompile(config, datasets, model, mesh)
