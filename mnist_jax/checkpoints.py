@@ -213,22 +213,25 @@ def checkpoint_dir(path: str | Path) -> Path:
     return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
-def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any],
-                    custom_model: nn.Module | None = None) -> dict[str, Any]:
-    """Everything a predictor needs beside the arrays, and nothing from the training code.
-
-    A model given in Python (not by name) is recorded by its class name: only Python can rebuild it.
-    """
-    from mnist_jax.environment import package_versions
-    from mnist_jax.models import PIXEL_SCALE, model_hparams, model_version
+def network_meta(config: Any, custom_model: nn.Module | None = None) -> dict[str, Any]:
+    """What names the network: registered by name, version and hyperparameters, or a model given in Python by class
+    name (only Python can rebuild it)."""
+    from mnist_jax.models import model_hparams, model_version
 
     if custom_model is not None:
-        model = {"model": None, "model_class": type(custom_model).__name__, "hparams": {}}
-    else:
-        model = {"model": config.model, "model_version": model_version(config.model),
-                 "hparams": model_hparams(config.model, config.to_dict())}
+        return {"model": None, "model_class": type(custom_model).__name__, "hparams": {}}
+    return {"model": config.model, "model_version": model_version(config.model),
+            "hparams": model_hparams(config.model, config.to_dict())}
+
+
+def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any],
+                    custom_model: nn.Module | None = None) -> dict[str, Any]:
+    """Everything a predictor needs beside the arrays, and nothing from the training code."""
+    from mnist_jax.environment import package_versions
+    from mnist_jax.models import PIXEL_SCALE
+
     return {
-        **model,
+        **network_meta(config, custom_model),
         "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
         "class_names": list(datasets.class_names),
         "dataset": datasets.name,
@@ -237,6 +240,21 @@ def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any],
         "epoch": record["epoch"],
         "metrics": {k: v for k, v in record.items() if k != "epoch"},
     }
+
+
+def check_same_network(meta: dict[str, Any], network: dict[str, Any], where: Path) -> None:
+    """Refuse to resume a checkpoint of another network than the run's configuration names (it is not damaged)."""
+    keys = ("model", "model_class", "hparams")
+    saved, wanted = ({key: value.get(key) for key in keys} for value in (meta, network))
+    if saved != wanted:
+        raise CheckpointError(f"Checkpoint {where} holds another network ({_describe(saved)}) than the run's "
+                              f"configuration names ({_describe(wanted)}); resume with the configuration it was "
+                              f"trained with.")
+
+
+def _describe(network: dict[str, Any]) -> str:
+    name = network.get("model") or network.get("model_class")
+    return f"{name} " + ", ".join(f"{key}={value}" for key, value in (network.get("hparams") or {}).items())
 
 
 def restore_for_inference(path: str | Path, which: str | int = "best",

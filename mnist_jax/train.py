@@ -20,11 +20,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from mnist_jax import compilation, sharding, steps
-from mnist_jax.checkpoints import Checkpointer, check_model_version, checkpoint_meta
+from mnist_jax.checkpoints import Checkpointer, check_model_version, check_same_network, checkpoint_meta, network_meta
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment
-from mnist_jax.errors import UserError
+from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.losses import LossFn, loss_from_config
 from mnist_jax.models import abstract_params, check_fits, model_from_config
 from mnist_jax.optim import optimizer_from_config
@@ -101,7 +101,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
     with (jax.set_mesh(mesh), _claimed(run_dir, resume) as run_dir,
           compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer):
         state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
-        state, history = _restore(run_dir, checkpointer, state) if resume else (state, [])
+        network = network_meta(config, model if custom_model else None)
+        state, history = _restore(run_dir, checkpointer, state, network) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
             _write_run_files(run_dir, config, mesh, environment=not resume)
         for epoch in range(len(history) + 1, config.epochs + 1):
@@ -249,8 +250,10 @@ def _shape_of(array: Any, placement: NamedSharding) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(array.shape, jax.dtypes.canonicalize_dtype(array.dtype), sharding=placement)
 
 
-def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> tuple[TrainState, list]:
-    """Continue from the newest good checkpoint: same parameters, optimizer state and step."""
+def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState,
+             network: dict[str, Any]) -> tuple[TrainState, list]:
+    """Continue from the newest good checkpoint: same network, parameters, optimizer state and step."""
+    _check_same_network(checkpointer, network)
     found = checkpointer.restore_newest_good(params=state.params, training=training_arrays(state))
     if found is None:  # e.g. killed before its first checkpoint: nothing to lose by starting again
         log.warning("%s has no checkpoint yet; starting it from scratch.", run_dir.path)
@@ -263,6 +266,18 @@ def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState) -> 
     run_dir.truncate_history(epoch)
     log.info("Resuming %s after epoch %d.", run_dir.path, epoch)
     return state, run_dir.read_history()[:epoch]  # [:epoch]: other processes may read before process 0 truncates
+
+
+def _check_same_network(checkpointer: Checkpointer, network: dict[str, Any]) -> None:
+    """Refuse to resume another network's checkpoints: they would look damaged and be set aside."""
+    for epoch in reversed(checkpointer.steps()):
+        try:
+            meta = checkpointer.restore_meta(epoch)
+        except CheckpointError:  # a damaged one: restore_newest_good deals with it
+            continue
+        check_model_version(meta, checkpointer.directory / str(epoch))  # the more precise sentence first
+        check_same_network(meta, network, checkpointer.directory / str(epoch))
+        return
 
 
 def _write_run_files(run_dir: RunDir, config: TrainConfig, mesh: Mesh, environment: bool) -> None:

@@ -167,3 +167,14 @@ def test_resuming_a_run_of_an_older_network_is_refused(tmp_path, digits):
     with pytest.raises(CheckpointError, match="holds version 1 of the speedrun network"):
         train_and_evaluate(config, run_dir, datasets=digits, resume=True)
     assert (run_dir.checkpoints / "1").is_dir()  # refused, not set aside as damaged
+
+
+@pytest.mark.parametrize("change", [{"model": "cnn"}, {"hidden": 64}])
+def test_resuming_another_network_is_refused_and_its_checkpoints_stay(tmp_path, digits, change):
+    """Another network's checkpoints do not fit, but are not damaged: nothing is set aside."""
+    train_and_evaluate(CONFIG.replace(epochs=1), tmp_path / "run", datasets=digits)
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match="holds another network .*mlp hidden=128.* than the run's configuration"):
+        train_and_evaluate(CONFIG.replace(**change), tmp_path / "run", datasets=digits, resume=True)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    assert not (tmp_path / "run" / "checkpoints.damaged").exists()
