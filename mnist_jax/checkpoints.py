@@ -254,7 +254,8 @@ def check_same_network(meta: dict[str, Any], network: dict[str, Any], where: Pat
 
 def _describe(network: dict[str, Any]) -> str:
     name = network.get("model") or network.get("model_class")
-    return f"{name} " + ", ".join(f"{key}={value}" for key, value in (network.get("hparams") or {}).items())
+    hparams = ", ".join(f"{key}={value}" for key, value in (network.get("hparams") or {}).items())
+    return f"{name} {hparams}".strip()
 
 
 def restore_for_inference(path: str | Path, which: str | int = "best",
