@@ -83,9 +83,7 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     config, train, test = run_splits(run_dir.path, meta, data_dir)
     class_names = tuple(meta.get("class_names") or DIGIT_NAMES)
     predicted = predict_test_set(model.apply, variables, test, config.eval_batch_size)
-    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
-    if AffineRanges.of(config):
-        figures["augmented"] = plots.plot_augmented(train.images, AffineRanges.of(config), config.seed)
+    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed, AffineRanges.of(config))
     rows = summarize(model)
     figures["model"] = draw_model(model, rows)
     folder = run_dir.path / FIGURES_DIR
@@ -107,14 +105,15 @@ def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int
     return Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
 
 
-def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions,
-                 class_names: Sequence[str], seed: int) -> dict[str, Figure]:
-    """Every figure of the report except the model diagram, keyed by file stem."""
+def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions, class_names: Sequence[str],
+                 seed: int, augmented: AffineRanges = AffineRanges()) -> dict[str, Figure]:
+    """Every figure of the report except the model diagram, keyed by file stem; with augmentation, warped samples."""
     p = predicted
     return {
         "curves": plots.plot_history(history),
         "samples": plots.plot_samples(train.images, train.labels, min(plots.DEFAULT_SAMPLES, len(train)),
                                       class_names, seed),
+        **({"augmented": plots.plot_augmented(train.images, augmented, seed)} if augmented else {}),
         "confusion_matrix": plots.plot_confusion_matrix(p.labels, p.predictions, class_names),
         "confusion_matrix_normalized": plots.plot_confusion_matrix(p.labels, p.predictions, class_names,
                                                                    normalize=True),

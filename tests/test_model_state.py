@@ -124,3 +124,11 @@ def test_tta_averages_the_probabilities_over_the_fixed_views(straight, digits, c
     probabilities = np.mean([softmax(np.asarray(state.apply_fn(state.eval_variables(), prepare_images(view))))
                              for view in views], axis=0)
     assert evaluated["test_accuracy"] == pytest.approx((probabilities.argmax(-1) == digits.test.labels).mean())
+
+
+def test_the_report_shows_the_warped_training_images(straight):
+    from mnist_jax.report import write_figures
+
+    figures = write_figures(straight.run_dir.path, "latest")
+    assert list(figures.figures)[:3] == ["curves", "samples", "augmented"]
+    assert figures.figures["augmented"].read_bytes().startswith(b"\x89PNG")
