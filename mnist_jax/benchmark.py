@@ -119,12 +119,12 @@ def training_run(config: TrainConfig, images: jax.Array, labels: jax.Array,
 def _time_inference(state: TrainState, images, batch_size: int, repeats: int) -> dict[str, float]:
     """Median images/s of jitted batched inference over `images`, after an untimed warm-up."""
     with count_compilations() as warmup:
-        predict_logits(state.apply_fn, state.params, images, batch_size).block_until_ready()
+        predict_logits(state.apply_fn, state.eval_variables(), images, batch_size).block_until_ready()
     seconds = []
     with count_compilations() as timed:
         for _ in range(repeats):
             started = time.perf_counter()
-            predict_logits(state.apply_fn, state.params, images, batch_size).block_until_ready()
+            predict_logits(state.apply_fn, state.eval_variables(), images, batch_size).block_until_ready()
             seconds.append(time.perf_counter() - started)
     return {"images_per_second": round(len(images) / statistics.median(seconds), 1),
             "compile_seconds": warmup.seconds, "compilations_after_warmup": timed.count}

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 SCORE = "score"  # the metric that ranks checkpoints: validation accuracy (training accuracy without validation)
 KEEP_NEWEST = 2  # two newest, so a damaged newest checkpoint always has a good predecessor
-# Parameters sit apart from the optimizer state so a predictor restores them alone.
-ITEMS = ("params", "training", "meta")
+# Parameters sit apart from the optimizer state so a predictor restores them alone; with a moving average of the
+# weights, "params" holds the average (what predictions use) and "training" the raw weights. "model_state": the
+# model's other collections (BatchNorm's statistics), only for models that have any.
+ITEMS = ("params", "training", "meta", "model_state")
 DAMAGED = "checkpoints.damaged"  # beside the checkpoints folder: damaged checkpoints set aside on resume
 TEMPORARY = "*.orbax-checkpoint-tmp*"  # where Orbax writes a checkpoint before renaming it to its epoch
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # how Tensorstore's messages carry errno
@@ -54,15 +56,19 @@ class Checkpointer:
         self.directory = Path(directory)
         self._writing: int | None = None  # the epoch of the last write started
 
-    def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float) -> None:
+    def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float,
+             model_state: Any = None) -> None:
         """Start writing epoch `epoch` in the background, once the previous write has succeeded.
 
         Orbax renames the checkpoint into place when complete. A failed write stops the run here, at the next
         epoch's save: training goes on at most the one epoch that overlapped it, and nothing is saved past it.
         """
         self.wait()
-        args = ocp.args.Composite(params=ocp.args.StandardSave(params), training=ocp.args.StandardSave(training),
-                                  meta=ocp.args.JsonSave(to_strict(meta)))
+        items = {"params": ocp.args.StandardSave(params), "training": ocp.args.StandardSave(training),
+                 "meta": ocp.args.JsonSave(to_strict(meta))}
+        if model_state:
+            items["model_state"] = ocp.args.StandardSave(model_state)
+        args = ocp.args.Composite(**items)
         self._writing = epoch
         try:
             self.manager.save(epoch, args=args, metrics={SCORE: float(score)})
@@ -263,9 +269,17 @@ def restore_for_inference(path: str | Path, which: str | int = "best",
     """Restore (epoch, model, parameters, metadata) from a run or checkpoints directory.
 
     The network is rebuilt from the checkpoint's metadata, or given as `model` (required for a run trained with a
-    model given in Python).
+    model given in Python). For a model with state (BatchNorm), `restore_variables` gives the rest.
     """
-    from mnist_jax.models import abstract_params
+    epoch, model, variables, meta = restore_variables(path, which, model)
+    return epoch, model, variables["params"], meta
+
+
+def restore_variables(path: str | Path, which: str | int = "best",
+                      model: nn.Module | None = None) -> tuple[int, nn.Module, dict[str, Any], dict[str, Any]]:
+    """Restore (epoch, model, variables, metadata): variables as `model.apply` takes them, {"params": ..., and
+    any other collection such as "batch_stats"}."""
+    from mnist_jax.models import abstract_variables
 
     checkpointer = Checkpointer(checkpoint_dir(path), read_only=True)
     try:
@@ -274,8 +288,11 @@ def restore_for_inference(path: str | Path, which: str | int = "best",
         meta = checkpointer.restore_meta(epoch)
         given = model is not None
         model = model or _model_from_meta(meta, where)
+        targets = abstract_variables(model)
+        model_state = {name: tree for name, tree in targets.items() if name != "params"}
         try:
-            params = checkpointer.restore_arrays(epoch, params=abstract_params(model))["params"]
+            arrays = checkpointer.restore_arrays(epoch, params=targets["params"],
+                                                 **({"model_state": model_state} if model_state else {}))
         except CheckpointError:
             if given:  # more likely another network than a damaged file
                 raise CheckpointError(f"Checkpoint {where} does not restore into the given {type(model).__name__}: "
@@ -283,7 +300,7 @@ def restore_for_inference(path: str | Path, which: str | int = "best",
             raise
     finally:
         checkpointer.close()
-    return epoch, model, params, meta
+    return epoch, model, {"params": arrays["params"], **arrays.get("model_state", {})}, meta
 
 
 def _model_from_meta(meta: dict[str, Any], where: Path) -> nn.Module:

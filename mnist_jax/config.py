@@ -33,7 +33,7 @@ class TrainConfig:
     data_dir: str | None = None  # folder of the IDX files (or TFDS data_dir); None: $MNIST_JAX_DATA_DIR, else download
     val_split: float = 0.2  # fraction of the training data held out, stratified, for validation
     # Model
-    model: str = "cnn"  # a network from mnist_jax.models.MODELS: mlp (dense), cnn (the article's), speedrun
+    model: str = "cnn"  # a network from mnist_jax.models.MODELS: mlp, cnn (the article's), speedrun, bncnn (BatchNorm)
     filters: int = 32  # CNN: channels of the first convolution
     hidden: int = 128  # width of the dense hidden layer(s)
     depth: int = 1  # MLP: number of dense hidden layers
@@ -51,6 +51,10 @@ class TrainConfig:
     # Training
     loss: str = "sparse"  # sparse: integer labels; categorical: one-hot labels (the article's first version)
     label_smoothing: float = 0.0  # training targets give this much probability mass evenly to all classes
+    rotation: float = 0.0  # augmentation: rotate each training image by up to this many degrees either way
+    zoom: float = 0.0  # augmentation: scale each training image by a factor from [1 - zoom, 1 + zoom]
+    shift: float = 0.0  # augmentation: shift each training image by up to this fraction of its size either way
+    ema: float = 0.0  # decay of the weights' moving average that evaluation and checkpoints use (0.999); 0: off
     epochs: int = 3  # passes over the training split
     batch_size: int = 64  # training batch; the shuffled remainder of each epoch is skipped to keep shapes fixed
     eval_batch_size: int = 1000  # evaluation batch; the last batch is padded and masked, never dropped
@@ -120,7 +124,8 @@ def _check_choice(field: str, value: str, choices: tuple[str, ...] | None) -> No
         raise UserError(f"{flag(field)} must be one of {', '.join(choices)}; got {value!r}.")
 
 
-FRACTIONS = ("val_split", "label_smoothing", "dropout")  # in [0, 1)
+FRACTIONS = ("val_split", "label_smoothing", "dropout", "zoom", "shift", "ema")  # in [0, 1)
+MAX_ROTATION = 180.0  # degrees
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "filters", "hidden", "depth")
 
 
@@ -140,6 +145,8 @@ def _check_numbers(config: TrainConfig) -> None:
     for name in POSITIVE:
         if getattr(config, name) < 1:
             raise UserError(f"{flag(name)} must be a positive integer, got {getattr(config, name)}.")
+    if not 0.0 <= config.rotation <= MAX_ROTATION:
+        raise UserError(f"--rotation must be from 0 to {MAX_ROTATION:g} degrees, got {config.rotation}.")
     if config.steps_per_call < 0:
         raise UserError(f"--steps-per-call must be 0 or more, got {config.steps_per_call}.")
     if not 0 <= config.seed <= MAX_SEED:

@@ -29,7 +29,7 @@ EDGE_COLOUR = "#404040"
 
 # Pastel fills by layer type (ColorBrewer), so the parameterised layers stand out from the plumbing.
 COLOURS = {
-    "Input": "#d9d9d9", "Conv": "#9ecae1", "Dense": "#a1d99b", "Dropout": "#fdd0a2",
+    "Input": "#d9d9d9", "Conv": "#9ecae1", "Dense": "#a1d99b", "Dropout": "#fdd0a2", "BatchNorm": "#fcbba1",
     "ReLU": "#fff7bc", "GELU": "#fff7bc", "SiLU": "#fff7bc", "Sigmoid": "#fff7bc", "Tanh": "#fff7bc",
     "MaxPool": "#dadaeb", "SumPool": "#dadaeb",
 }

@@ -18,7 +18,8 @@ def flax_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
 
 
 def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
-    """LeCun-normal kernels and zero biases, as Flax's defaults, with every kernel cut from one random draw.
+    """LeCun-normal kernels, zero biases and unit (BatchNorm) scales, as Flax's defaults, with every kernel cut
+    from one random draw.
 
     Flax derives a key per layer and draws each kernel on its own; XLA:CPU then compiles a random-number generator
     per draw. One draw compiles once: the initialisation program compiles in under half the time. The values
@@ -28,14 +29,14 @@ def one_draw_params(model: nn.Module, rng: jax.Array, images: jax.Array) -> Any:
     shapes = jax.eval_shape(model.init, rng, images)["params"]
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     for path, leaf in leaves:
-        if _name(path) not in ("kernel", "bias"):
-            raise ValueError(f"one_draw knows only kernels and biases; {jax.tree_util.keystr(path)} is neither.")
+        if _name(path) not in ("kernel", "bias", "scale"):
+            raise ValueError(f"one_draw knows only kernels, biases and scales, not {jax.tree_util.keystr(path)}.")
     kernel_sizes = [leaf.size for path, leaf in leaves if _name(path) == "kernel"]
     draw = jax.random.truncated_normal(rng, -2.0, 2.0, (sum(kernel_sizes),))
     params, offset = [], 0
     for path, leaf in leaves:
-        if _name(path) == "bias":
-            params.append(jnp.zeros(leaf.shape, leaf.dtype))
+        if _name(path) in ("bias", "scale"):
+            params.append((jnp.zeros if _name(path) == "bias" else jnp.ones)(leaf.shape, leaf.dtype))
             continue
         fan_in = math.prod(leaf.shape[:-1])  # every input to one output unit, as variance_scaling counts it
         stddev = math.sqrt(1.0 / fan_in) / TRUNCATED_NORMAL_STDDEV

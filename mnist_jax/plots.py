@@ -20,6 +20,7 @@ TILE_HEIGHT_INCHES = 1.75  # one gallery image with its two-line caption
 DEFAULT_SAMPLES = 20  # 4 rows of 5, as in the article's sample grid
 DEFAULT_PREDICTIONS = 10
 DEFAULT_MISTAKES = 20
+AUGMENTED_ROWS = 4  # training images shown with their random warps
 IMAGE_CMAP = "gray_r"  # dark digits on white, readable on a white page
 MATRIX_CMAP = "Blues"
 DARK_CELL_LUMINANCE = 0.5  # cells darker than this get white text
@@ -72,6 +73,20 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, count: int = DEFAULT_SA
     chosen = pick_indices(len(labels), count, seed)
     titles = [f"label: {_name(labels[i], class_names)}" for i in chosen]
     return _gallery(images[chosen], titles, [CORRECT_COLOUR] * len(chosen))
+
+
+def plot_augmented(images: np.ndarray, ranges: Any, seed: int = 0, count: int = AUGMENTED_ROWS) -> Figure:
+    """Rows of one training image and COLUMNS - 1 random warps of it, as training draws them (augment.py)."""
+    import jax
+
+    from mnist_jax.augment import random_affine
+
+    chosen = pick_indices(len(images), min(count, len(images)), seed)
+    originals = np.repeat(images[chosen].astype(np.float32), COLUMNS, axis=0)
+    warped = np.array(random_affine(jax.random.key(seed), originals, ranges))
+    warped[::COLUMNS] = originals[::COLUMNS]  # the first of each row as it is
+    titles = [("original" if column == 0 else f"warp {column}") for _ in chosen for column in range(COLUMNS)]
+    return _gallery(warped, titles, [CORRECT_COLOUR] * len(titles))
 
 
 def pick_indices(total: int, count: int, seed: int | None) -> np.ndarray:

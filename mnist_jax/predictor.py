@@ -4,9 +4,10 @@ Input contract: pixel values 0-255, white digit on black, 28x28, exactly like MN
 Float arrays use the same 0-255 scale (not 0-1); the model's own preprocessing divides by 255.
 """
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.checkpoints import restore_for_inference
+from mnist_jax import augment
+from mnist_jax.checkpoints import restore_variables
 from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.errors import InputError
 from mnist_jax.images import load_mnist_image
@@ -36,38 +38,70 @@ Images = np.ndarray | jax.Array | str | os.PathLike | Sequence[Any]
 
 
 class Predictor:
-    """A model and its parameters, with batched, jitted inference on a few fixed batch shapes."""
+    """A model and its variables, with batched, jitted inference on a few fixed batch shapes.
+
+    Optionally with test-time augmentation (`tta`: the probabilities averaged over augment.TTA_VIEWS), or an
+    ensemble of several predictors (`Predictor.ensemble`, or `Predictor.load` with several runs), whose
+    probabilities are averaged; an ensemble's `model`, `params` and `meta` are its first member's.
+    """
 
     def __init__(self, model: nn.Module, params: Any, meta: dict[str, Any] | None = None, epoch: int | None = None,
-                 class_names: Sequence[str] | None = None, buckets: Sequence[int] = BUCKETS):
+                 class_names: Sequence[str] | None = None, buckets: Sequence[int] = BUCKETS,
+                 model_state: dict[str, Any] | None = None, tta: bool = False):
         self.model = model
         self.params = params
+        self.model_state = dict(model_state or {})  # BatchNorm's statistics, for a model that has them
         self.meta = meta or {}
         self.epoch = epoch
         self.class_names = tuple(class_names or self.meta.get("class_names") or DIGIT_NAMES)
         self.buckets = _checked_buckets(buckets)
-        # Parameters are an argument, not a closure constant, so they are not baked into the compiled program.
-        self._logits_fn = jax.jit(lambda params, pixels_BxHxW: model.apply(
-            {"params": params}, prepare_images(pixels_BxHxW), train=False))
+        self.tta = tta
+        self.members: tuple[Predictor, ...] = (self,)
+        # Variables are an argument, not a closure constant, so they are not baked into the compiled program.
+        self._logits_fn = jax.jit(functools.partial(_averaged_logits if tta else _logits, model.apply))
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """What the model is applied with: {"params": ..., and any other collection}."""
+        return {"params": self.params, **self.model_state}
 
     @classmethod
-    def load(cls, path: str | Path, which: str | int = "best", model: nn.Module | None = None,
-             buckets: Sequence[int] = BUCKETS) -> "Predictor":
-        """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory.
+    def load(cls, path: str | Path | Sequence[str | Path], which: str | int = "best", model: nn.Module | None = None,
+             buckets: Sequence[int] = BUCKETS, tta: bool = False) -> "Predictor":
+        """Restore a checkpoint ("best", "latest" or an epoch) of a run or checkpoints directory; of several, an
+        ensemble of them.
 
         `model`: the network to restore into; needed for a run trained with a model given in Python.
         """
-        epoch, model, params, meta = restore_for_inference(path, which, model)
-        log.info("Restored the %s model of epoch %d from %s.", type(model).__name__, epoch, path)
-        return cls(model, params, meta=meta, epoch=epoch, buckets=buckets)
+        paths = [path] if _is_path(path) else list(path)
+        if not paths:
+            raise InputError("Give at least one run directory to load.")
+        members = []
+        for one in paths:
+            epoch, network, variables, meta = restore_variables(one, which, model)
+            log.info("Restored the %s model of epoch %d from %s.", type(network).__name__, epoch, one)
+            params, model_state = variables.pop("params"), variables
+            members.append(cls(network, params, meta=meta, epoch=epoch, buckets=buckets, model_state=model_state,
+                               tta=tta))
+        return members[0] if len(members) == 1 else cls.ensemble(members)
+
+    @classmethod
+    def ensemble(cls, members: Sequence["Predictor"]) -> "Predictor":
+        """One predictor whose probabilities are the mean of the members'."""
+        first = members[0]
+        ensemble = cls(first.model, first.params, meta=first.meta, epoch=first.epoch, class_names=first.class_names,
+                       buckets=first.buckets, model_state=first.model_state, tta=first.tta)
+        ensemble.members = tuple(members)
+        return ensemble
 
     def predict_logits(self, images: Images) -> np.ndarray:
-        """Logits float32 (N, 10) for a batch of images (see the module docstring for what is accepted)."""
+        """Logits float32 (N, 10) for a batch of images (see the module docstring for what is accepted); of an
+        ensemble, or with TTA, the log of the averaged probabilities."""
         pixels_NxHxW = as_pixels(images)
-        chunks = [self._logits_fn(self.params, padded) for padded in self._padded_chunks(pixels_NxHxW)]
-        # Every chunk is dispatched before the first is read back, so host and device work overlap.
-        logits_NxK = np.concatenate([np.asarray(chunk) for chunk in chunks])
-        return logits_NxK[: len(pixels_NxHxW)]
+        if len(self.members) == 1:
+            return self._member_logits(pixels_NxHxW)
+        probabilities_NxK = np.mean([softmax(member._member_logits(pixels_NxHxW)) for member in self.members], 0)
+        return np.log(np.maximum(probabilities_NxK, np.finfo(np.float32).tiny))
 
     def predict_proba(self, images: Images) -> np.ndarray:
         """Class probabilities float32 (N, 10)."""
@@ -81,6 +115,12 @@ class Predictor:
         """The smallest batch shape that holds `count` images (at most the largest bucket)."""
         return next((size for size in self.buckets if size >= count), self.buckets[-1])
 
+    def _member_logits(self, pixels_NxHxW: np.ndarray) -> np.ndarray:
+        chunks = [self._logits_fn(self.variables, padded) for padded in self._padded_chunks(pixels_NxHxW)]
+        # Every chunk is dispatched before the first is read back, so host and device work overlap.
+        logits_NxK = np.concatenate([np.asarray(chunk) for chunk in chunks])
+        return logits_NxK[: len(pixels_NxHxW)]
+
     def _padded_chunks(self, pixels_NxHxW: np.ndarray) -> list[np.ndarray]:
         """Chunks of the largest bucket, the remainder zero-padded up to the next bucket."""
         largest, chunks = self.buckets[-1], []
@@ -91,18 +131,60 @@ class Predictor:
         return chunks
 
 
+def _logits(apply_fn: Callable, variables: Any, pixels_BxHxW: jax.Array) -> jax.Array:
+    return apply_fn(variables, prepare_images(pixels_BxHxW), train=False)
+
+
+def _averaged_logits(apply_fn: Callable, variables: Any, pixels_BxHxW: jax.Array) -> jax.Array:
+    """The log of the probabilities averaged over the test-time views of each image (augment.TTA_VIEWS)."""
+    views_VxBxHxW = augment.views(pixels_BxHxW)
+    logits_VxBxK = jax.vmap(lambda view: _logits(apply_fn, variables, view))(views_VxBxHxW)
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits_VxBxK), axis=0) - jnp.log(len(views_VxBxHxW))
+
+
 def evaluate_run(path: str | Path, which: str | int = "best", data_dir: str | None = None,
                  model: nn.Module | None = None) -> dict[str, Any]:
     """Test loss and accuracy of one checkpoint of a run, on every test image."""
     from mnist_jax.steps import evaluate
 
     run_dir = RunDir.open(path)
-    epoch, model, params, meta = restore_for_inference(run_dir.path, which, model)
+    epoch, model, variables, meta = restore_variables(run_dir.path, which, model)
     config, _, test = run_splits(run_dir.path, meta, data_dir)
     images, labels = jax.device_put(test.images), jax.device_put(test.labels)
-    metrics = evaluate(model.apply, params, images, labels, config.eval_batch_size)
+    metrics = evaluate(model.apply, variables, images, labels, config.eval_batch_size)
     return {"epoch": epoch, "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
             "test_images": len(test)}
+
+
+def evaluate_runs(paths: Sequence[str | Path], which: str | int = "best", data_dir: str | None = None,
+                  tta: bool = False) -> dict[str, Any]:
+    """Test loss and accuracy of an ensemble of runs (their probabilities averaged) and of each member.
+
+    With `tta`, each member's probabilities are first averaged over augment.TTA_VIEWS of every image.
+    """
+    members, test, names = [], None, []
+    for path in paths:
+        run_dir = RunDir.open(path)
+        predictor = Predictor.load(run_dir.path, which, tta=tta)
+        config, _, member_test = run_splits(run_dir.path, predictor.meta, data_dir)
+        if test is not None and config.dataset != names[0][1]:
+            raise InputError(f"{path} was trained on {config.dataset}, {paths[0]} on {names[0][1]}: an ensemble "
+                             f"needs one test set.")
+        test = member_test if test is None else test
+        members.append(predictor)
+        names.append((str(path), config.dataset))
+    member_probabilities = [member.predict_proba(test.images) for member in members]
+    results = [{"run_dir": name, "epoch": member.epoch, **_scored(probabilities, test.labels)}
+               for (name, _), member, probabilities in zip(names, members, member_probabilities)]
+    ensemble = _scored(np.mean(member_probabilities, axis=0), test.labels)
+    return {**ensemble, "test_images": len(test), "tta": tta, "members": results}
+
+
+def _scored(probabilities_NxK: np.ndarray, labels_N: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of predicted probabilities."""
+    chosen_N = probabilities_NxK[np.arange(len(labels_N)), labels_N]
+    return {"test_accuracy": float((probabilities_NxK.argmax(axis=-1) == labels_N).mean()),
+            "test_loss": float(-np.log(np.maximum(chosen_N, np.finfo(np.float32).tiny)).mean())}
 
 
 def as_pixels(images: Images) -> np.ndarray:

@@ -13,7 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mnist_jax import plots
-from mnist_jax.checkpoints import restore_for_inference
+from mnist_jax.augment import AffineRanges
+from mnist_jax.checkpoints import restore_variables
 from mnist_jax.data import DIGIT_NAMES, Split
 from mnist_jax.diagram import draw_model
 from mnist_jax.errors import UserError
@@ -29,6 +30,8 @@ REPORT_HTML = "report.html"
 FIGURE_CAPTIONS = {  # PNG file stem -> caption, in page order
     "curves": "Loss and accuracy per epoch",
     "samples": "Training images with their labels",
+    "augmented": "Training images (first column) and random warps of them, as training draws them (rotation, zoom, "
+                 "shift)",
     "confusion_matrix": "Confusion matrix on the test set (counts)",
     "confusion_matrix_normalized": "Confusion matrix on the test set (fraction of each true class)",
     "predictions": "Predictions on random test images (mistakes in red)",
@@ -76,11 +79,11 @@ def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: 
 def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
     """Evaluate a run's checkpoint on the test set and write RUN_DIR/figures/*.png and classification_report.json."""
     run_dir = RunDir.open(run_dir_path)
-    epoch, model, params, meta = restore_for_inference(run_dir.path, which)
+    epoch, model, variables, meta = restore_variables(run_dir.path, which)
     config, train, test = run_splits(run_dir.path, meta, data_dir)
     class_names = tuple(meta.get("class_names") or DIGIT_NAMES)
-    predicted = predict_test_set(model.apply, params, test, config.eval_batch_size)
-    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed)
+    predicted = predict_test_set(model.apply, variables, test, config.eval_batch_size)
+    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed, AffineRanges.of(config))
     rows = summarize(model)
     figures["model"] = draw_model(model, rows)
     folder = run_dir.path / FIGURES_DIR
@@ -95,21 +98,22 @@ def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir:
     return RunFigures(run_dir, which, epoch, paths, classification, format_summary(rows))
 
 
-def predict_test_set(apply_fn: Any, params: Any, test: Split, batch_size: int) -> Predictions:
+def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int) -> Predictions:
     """Class probabilities and predicted classes for every test image."""
-    logits_NxK = predict_logits(apply_fn, params, jax.device_put(test.images), batch_size)
+    logits_NxK = predict_logits(apply_fn, variables, jax.device_put(test.images), batch_size)
     probabilities_NxK = np.asarray(jax.nn.softmax(logits_NxK, axis=-1))
     return Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
 
 
-def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions,
-                 class_names: Sequence[str], seed: int) -> dict[str, Figure]:
-    """Every figure of the report except the model diagram, keyed by file stem."""
+def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions, class_names: Sequence[str],
+                 seed: int, augmented: AffineRanges = AffineRanges()) -> dict[str, Figure]:
+    """Every figure of the report except the model diagram, keyed by file stem; with augmentation, warped samples."""
     p = predicted
     return {
         "curves": plots.plot_history(history),
         "samples": plots.plot_samples(train.images, train.labels, min(plots.DEFAULT_SAMPLES, len(train)),
                                       class_names, seed),
+        **({"augmented": plots.plot_augmented(train.images, augmented, seed)} if augmented else {}),
         "confusion_matrix": plots.plot_confusion_matrix(p.labels, p.predictions, class_names),
         "confusion_matrix_normalized": plots.plot_confusion_matrix(p.labels, p.predictions, class_names,
                                                                    normalize=True),

@@ -11,23 +11,22 @@ import numpy as np
 
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split
+from mnist_jax.recipes import recipe_config
 from mnist_jax.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 
 TARGET_ACCURACY = 0.99
-# Two epochs of a small network (a stride-2 5x5 convolution with 8 filters, a 3x3 one with 16, 2x2 pooling, Dense
-# 128) on all 60,000 training images (the test set stays untouched until the end), batch 128, Adam with
-# short-memory betas (0.7, 0.9) under a one-cycle schedule peaking at 8e-3, and label smoothing 0.05 (0.1 left
-# three of 40 seeds under 99.0%; BENCHMARKS.md has these and the recipes that missed). fast_compile: the training
-# program compiles in about half the time and runs about as fast, a net gain for a run this short. Evaluation
-# batches of 250 instead of 1000 stay in cache: the test evaluation after training takes about 0.11 instead of
-# 0.21 s. init="one_draw": the initialisation program compiles in about 0.13 instead of 0.30 s; over seeds 0-39 of this
-# command's code path, 99.15% mean and 99.01% min, against 99.13% / 99.02% with Flax's per-layer draws.
-RECIPE = TrainConfig(model="speedrun", filters=8, hidden=128, batch_size=128, epochs=2, optimizer="adam",
-                     learning_rate=8e-3, beta1=0.7, beta2=0.9, schedule="onecycle", label_smoothing=0.05,
-                     val_split=0.0, steps_per_call=0, fast_compile=True, eval_batch_size=250, init="one_draw")
-
+# RECIPES["speedrun"] in recipes.py: two epochs of a small network (a stride-2 5x5 convolution with 8 filters, a 3x3
+# one with 16, 2x2 pooling, Dense 128) on all 60,000 training images (the test set stays untouched until the end),
+# batch 128, Adam with short-memory betas (0.7, 0.9) under a one-cycle schedule peaking at 8e-3, and label smoothing
+# 0.05 (0.1 left three of 40 seeds under 99.0%; BENCHMARKS.md has these and the recipes that missed). fast_compile:
+# the training program compiles in about half the time and runs about as fast, a net gain for a run this short.
+# Evaluation batches of 250 instead of 1000 stay in cache: the test evaluation after training takes about 0.11
+# instead of 0.21 s. init="one_draw": the initialisation program compiles in about 0.13 instead of 0.30 s; over
+# seeds 0-39 of this command's code path, 99.15% mean and 99.01% min, against 99.13% / 99.02% with Flax's per-layer
+# draws.
+RECIPE = recipe_config("speedrun")
 
 def run_speedrun(datasets: Datasets, seeds: int = 5, recipe: TrainConfig = RECIPE) -> dict[str, Any]:
     """Train the recipe once per seed, each paying its own compilation; report accuracy and wall time."""

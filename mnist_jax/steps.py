@@ -14,7 +14,8 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax import compilation, sharding
+from mnist_jax import augment, compilation, sharding
+from mnist_jax.augment import AffineRanges
 from mnist_jax.initializers import INITS
 from mnist_jax.losses import LossFn, accuracy, sparse_categorical_cross_entropy
 from mnist_jax.models import prepare_images
@@ -22,35 +23,69 @@ from mnist_jax.models import prepare_images
 Batch = dict[str, jax.Array]  # {"image": uint8 (B, 28, 28), "label": int32 (B,)}
 Metrics = dict[str, jax.Array]
 INIT_STREAM, EPOCH_STREAM = 0, 1  # independent random streams folded out of the seed
+AUGMENT_STREAM = 1  # folded out of a step's dropout key for its augmentation
 
 
 class TrainState(train_state.TrainState):
-    """Parameters, optimizer state and step, plus the (static) per-example loss function."""
+    """Parameters, optimizer state and step; the model's other variables; the moving average of the weights.
 
+    The static fields (loss, augmentation, EMA decay) are part of the compiled program, not its inputs.
+    """
+
+    model_state: Any = None  # the model's non-parameter collections, e.g. {"batch_stats": ...}; {} for most models
+    ema_params: Any = None  # the moving average of params, used for evaluation and checkpoints; None when off
     loss_fn: LossFn = struct.field(pytree_node=False, default=None)
+    augment: AffineRanges = struct.field(pytree_node=False, default=AffineRanges())
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+    def eval_variables(self) -> dict[str, Any]:
+        """What evaluation and prediction apply the model with: the averaged weights when kept, and the state."""
+        return {"params": self.params if self.ema_params is None else self.ema_params, **self.model_state}
 
 
-@functools.partial(compilation.jit, static_argnames=("model", "optimizer", "loss_fn", "init"), fastest_compile=True)
+@functools.partial(compilation.jit, static_argnames=("model", "optimizer", "loss_fn", "init", "augment",
+                                                     "ema_decay"), fastest_compile=True)
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation, loss_fn: LossFn, seed: int,
-               init: str = "flax") -> TrainState:
-    """Fresh parameters and optimizer state, as one compiled program (not one per operation, as eagerly)."""
+               init: str = "flax", augment: AffineRanges = AffineRanges(), ema_decay: float = 0.0) -> TrainState:
+    """Fresh parameters, model state and optimizer state, as one compiled program (not one per operation)."""
     rng = jax.random.fold_in(jax.random.key(seed), INIT_STREAM)  # derived inside: any seed, one program
-    params = INITS[init](model, rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return sharding.replicated(TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn))
+    images = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    params = INITS[init](model, rng, images)
+    model_state = {name: tree for name, tree in model.init(rng, images).items() if name != "params"}  # not random
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn,
+                              model_state=model_state, ema_params=params if ema_decay else None, augment=augment,
+                              ema_decay=ema_decay)
+    return sharding.replicated(state)
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-    """One optimizer step on a batch; dropout randomness is `rng` folded with the step number."""
-    images = prepare_images(batch["image"])
-    dropout_rng = jax.random.fold_in(rng, state.step)
+    """One optimizer step on a batch; dropout and augmentation randomness is `rng` folded with the step number."""
+    step_rng = jax.random.fold_in(rng, state.step)
+    images = prepare_images(augment.random_affine(jax.random.fold_in(step_rng, AUGMENT_STREAM),
+                                                  batch["image"].astype(jnp.float32), state.augment))
+    mutable = list(state.model_state)  # BatchNorm's running statistics; a plain model is applied without `mutable`
 
     def loss_fn(params):
-        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
-        return state.loss_fn(logits, batch["label"]).mean(), logits
+        variables = {"params": params, **state.model_state}
+        if mutable:
+            logits, model_state = state.apply_fn(variables, images, train=True, rngs={"dropout": step_rng},
+                                                 mutable=mutable)
+        else:
+            logits, model_state = state.apply_fn(variables, images, train=True, rngs={"dropout": step_rng}), {}
+        return state.loss_fn(logits, batch["label"]).mean(), (logits, model_state)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, model_state=model_state)
+    if state.ema_params is not None:
+        state = state.replace(ema_params=_averaged(state.ema_params, state.params, state.ema_decay, state.step))
     return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"]).mean()}
+
+
+def _averaged(ema_params: Any, params: Any, decay: float, step: jax.Array) -> Any:
+    """One step of the weights' moving average; its decay ramps up over the first steps (as tf.train's does), so
+    the average does not drag the random initial weights along for thousands of steps."""
+    decay = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda average, new: decay * average + (1 - decay) * new, ema_params, params)
 
 
 @functools.partial(compilation.jit, donate_argnums=0, fastest_compile=None)  # compilation.speedups may ask
@@ -95,8 +130,10 @@ def add_metrics(totals: Metrics, metrics: Metrics) -> Metrics:
     return jax.tree.map(jnp.add, totals, metrics)
 
 
-def batched_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+def batched_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """Logits (N, 10) for all images, batch by batch; the last batch is padded, never dropped.
+
+    `variables`: what the model is applied with, {"params": ...} and any other collections (TrainState.eval_variables).
 
     Under a mesh, each batch is split over the devices (rounded up to a multiple of their count).
     """
@@ -107,7 +144,7 @@ def batched_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_siz
     padded = jnp.zeros((num_batches * batch_size, *images.shape[1:]), images.dtype).at[:count].set(images)
 
     def body(_, batch_images):
-        return None, apply_fn({"params": params}, prepare_images(batch_images), train=False)
+        return None, apply_fn(variables, prepare_images(batch_images), train=False)
 
     batches = sharding.split_batches(padded.reshape(num_batches, batch_size, *images.shape[1:]))
     _, logits = jax.lax.scan(body, None, batches)
@@ -115,20 +152,20 @@ def batched_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_siz
 
 
 @functools.partial(compilation.jit, static_argnames=("apply_fn", "batch_size"))
-def predict_logits(apply_fn: Callable, params: Any, images: jax.Array, batch_size: int) -> jax.Array:
+def predict_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_size: int) -> jax.Array:
     """`batched_logits` as one program."""
-    return batched_logits(apply_fn, params, images, batch_size)
+    return batched_logits(apply_fn, variables, images, batch_size)
 
 
 @functools.partial(compilation.jit, static_argnames=("apply_fn", "batch_size"), fastest_compile=True)  # once a split
-def eval_step(apply_fn: Callable, params: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
+def eval_step(apply_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
     """Mean cross-entropy and accuracy over every image of a split (the loss without label smoothing)."""
-    logits = batched_logits(apply_fn, params, images, batch_size)
+    logits = batched_logits(apply_fn, variables, images, batch_size)
     return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
             "accuracy": accuracy(logits, labels).mean()}
 
 
-def evaluate(apply_fn: Callable, params: Any, images: jax.Array, labels: jax.Array,
+def evaluate(apply_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array,
              batch_size: int) -> dict[str, float]:
     """`eval_step`'s metrics as Python floats."""
-    return {name: float(value) for name, value in eval_step(apply_fn, params, images, labels, batch_size).items()}
+    return {name: float(value) for name, value in eval_step(apply_fn, variables, images, labels, batch_size).items()}

@@ -20,13 +20,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from mnist_jax import compilation, sharding, steps
-from mnist_jax.checkpoints import Checkpointer, check_model_version, check_same_network, checkpoint_meta, network_meta
+from mnist_jax.augment import AffineRanges
+from mnist_jax.checkpoints import (Checkpointer, check_model_version, check_same_network, checkpoint_meta,
+                                   network_meta)
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import Datasets, Split, load_datasets
 from mnist_jax.environment import describe_environment
 from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.losses import LossFn, loss_from_config
-from mnist_jax.models import abstract_params, check_fits, model_from_config
+from mnist_jax.models import abstract_variables, check_fits, model_from_config
 from mnist_jax.optim import optimizer_from_config
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir
 from mnist_jax.steps import TrainState
@@ -42,7 +44,7 @@ class TrainingDiverged(UserError):
 class TrainResult:
     """What a finished run returns to Python callers."""
 
-    state: TrainState  # params: a plain pytree for model.apply({"params": params}, x)
+    state: TrainState  # params: a plain pytree; state.eval_variables() is what model.apply(variables, x) takes
     history: list[dict[str, Any]]  # one record per epoch
     metrics: dict[str, Any]  # test metrics and totals, as in metrics.json
     run_dir: RunDir | None
@@ -79,7 +81,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
       config: the run's settings; `model`, `loss_fn` and `optimizer` replace the ones it names.
       run_dir: where to record the run (a `RunDir` or a path); None keeps everything in memory.
       model: a Flax Linen module, applied as `model.apply({"params": p}, images_Bx28x28x1_in_0_1, train=bool)`,
-        returning logits (B, 10).
+        returning logits (B, 10); other variable collections it has (BatchNorm's "batch_stats") are updated in
+        training (`mutable`) and checkpointed with the parameters.
       loss_fn: `loss_fn(logits_BxK, labels_B)` -> per-example losses (B,).
       optimizer: any `optax.GradientTransformation` (it replaces the configured optimizer and schedule).
       mesh: the devices to train on, data-parallel (sharding.make_mesh); by default every device of every process.
@@ -108,8 +111,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
         for epoch in range(len(history) + 1, config.epochs + 1):
             state, record = train_epoch(config, state, train, epoch, progress)
             if val is not None:
-                record |= _prefixed("val_", steps.evaluate(state.apply_fn, state.params, val.images, val.labels,
-                                                           config.eval_batch_size))
+                record |= _prefixed("val_", steps.evaluate(state.apply_fn, state.eval_variables(), val.images,
+                                                           val.labels, config.eval_batch_size))
             history.append(record)
             log.info("Epoch %d/%d: %s", epoch, config.epochs, _brief(record))
             if run_dir:
@@ -117,7 +120,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
             _stop_if_diverged(record, run_dir, checkpointer)  # before saving: the last good checkpoint stays
             if checkpointer:
                 meta = checkpoint_meta(config, datasets, record, model if custom_model else None)
-                checkpointer.save(epoch, state.params, training_arrays(state), meta, _score(record))
+                checkpointer.save(epoch, state.eval_variables()["params"], training_arrays(state), meta,
+                                  _score(record), state.model_state)
         if checkpointer:
             checkpointer.wait()  # a failed save raises here, before the test
         metrics = test_metrics(config, DeviceSplit.put(datasets.test, mesh), state, history)
@@ -140,7 +144,8 @@ def initial_state(config: TrainConfig, steps_per_epoch: int, model: nn.Module | 
     model = model or model_from_config(config)
     loss_fn = loss_fn or loss_from_config(config.loss, config.label_smoothing)
     optimizer = optimizer or optimizer_from_config(config, steps_per_epoch * config.epochs)
-    return steps.init_state(model, optimizer, loss_fn, config.seed, config.init)
+    return steps.init_state(model, optimizer, loss_fn, config.seed, config.init, AffineRanges.of(config),
+                            config.ema)
 
 
 def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoch: int,
@@ -168,7 +173,8 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
 def test_metrics(config: TrainConfig, test: DeviceSplit, state: TrainState,
                  history: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate once on every test image; the test set plays no part in training or model selection."""
-    metrics = steps.evaluate(state.apply_fn, state.params, test.images, test.labels, config.eval_batch_size)
+    metrics = steps.evaluate(state.apply_fn, state.eval_variables(), test.images, test.labels,
+                             config.eval_batch_size)
     log.info("Test accuracy %.4f, loss %.4f on %d images.", metrics["accuracy"], metrics["loss"], len(test))
     return {
         "status": "finished",
@@ -182,8 +188,10 @@ def test_metrics(config: TrainConfig, test: DeviceSplit, state: TrainState,
 
 
 def training_arrays(state: TrainState) -> dict[str, Any]:
-    """Besides the parameters, what resumes training exactly (the RNG is derived from the seed and epoch)."""
-    return {"opt_state": state.opt_state, "step": state.step}
+    """Besides the saved parameters and model state, what resumes training exactly (the RNG is derived from the
+    seed and epoch): with a moving average, the checkpoint's parameters are the average, so the raw ones go here."""
+    arrays = {"opt_state": state.opt_state, "step": state.step}
+    return arrays if state.ema_params is None else arrays | {"params": state.params}
 
 
 @contextlib.contextmanager
@@ -234,13 +242,13 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.M
             steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
 
     def evaluations():
-        params = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=whole),
-                              abstract_params(model))  # shapes only, traced on the second thread too
+        variables = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=whole),
+                                 abstract_variables(model))  # shapes only, traced on the second thread too
         for split in (datasets.val, datasets.test):
             if split is not None:
                 images, labels = (_shape_of(array, whole) for array in (split.images, split.labels))
                 with jax.set_mesh(mesh):
-                    steps.eval_step.lower(model.apply, params, images, labels, config.eval_batch_size).compile()
+                    steps.eval_step.lower(model.apply, variables, images, labels, config.eval_batch_size).compile()
 
     return [plan, evaluations]
 
@@ -254,7 +262,9 @@ def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState,
              network: dict[str, Any]) -> tuple[TrainState, list]:
     """Continue from the newest good checkpoint: same network, parameters, optimizer state and step."""
     _check_same_network(checkpointer, network)
-    found = checkpointer.restore_newest_good(params=state.params, training=training_arrays(state))
+    targets = {"params": state.params, "training": training_arrays(state)}
+    found = checkpointer.restore_newest_good(**targets, **({"model_state": state.model_state} if state.model_state
+                                                           else {}))
     if found is None:  # e.g. killed before its first checkpoint: nothing to lose by starting again
         log.warning("%s has no checkpoint yet; starting it from scratch.", run_dir.path)
         run_dir.truncate_history(0)
@@ -262,7 +272,10 @@ def _restore(run_dir: RunDir, checkpointer: Checkpointer, state: TrainState,
     epoch, arrays, meta = found
     check_model_version(meta, checkpointer.directory / str(epoch))
     training = arrays["training"]
-    state = state.replace(params=arrays["params"], opt_state=training["opt_state"], step=training["step"])
+    state = state.replace(params=training.get("params", arrays["params"]), opt_state=training["opt_state"],
+                          step=training["step"], model_state=arrays.get("model_state", state.model_state))
+    if state.ema_params is not None:
+        state = state.replace(ema_params=arrays["params"])
     run_dir.truncate_history(epoch)
     log.info("Resuming %s after epoch %d.", run_dir.path, epoch)
     return state, run_dir.read_history()[:epoch]  # [:epoch]: other processes may read before process 0 truncates

@@ -67,3 +67,11 @@ def test_a_registered_name_outside_the_choices_is_a_flag_error(capsys):
 def test_numbers_outside_their_range_are_one_sentence(changes, message):
     with pytest.raises(UserError, match=message):
         TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("rotation", -1.0, "--rotation must be from 0 to 180"), ("zoom", 1.0, "--zoom must be in"),
+    ("shift", -0.1, "--shift must be in"), ("ema", 1.0, "--ema must be in")])
+def test_augmentation_and_average_ranges_are_checked(field, value, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**{field: value})

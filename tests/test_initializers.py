@@ -26,8 +26,8 @@ def test_one_draw_has_flax_shapes_zero_biases_and_lecun_normal_kernels(name):
     assert jax.tree.structure(ours) == jax.tree.structure(flax_params)
     for (path, leaf), flax_leaf in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(flax_params)):
         assert leaf.shape == flax_leaf.shape and leaf.dtype == flax_leaf.dtype
-        if path[-1].key == "bias":
-            np.testing.assert_array_equal(leaf, 0.0)
+        if path[-1].key in ("bias", "scale"):  # BatchNorm's scale starts at one
+            np.testing.assert_array_equal(leaf, 0.0 if path[-1].key == "bias" else 1.0)
             continue
         target = math.sqrt(1.0 / math.prod(leaf.shape[:-1]))  # LeCun normal: variance 1 / fan_in
         # Truncated at two (uncorrected) deviations; the draw and its scaling are each rounded to float32.
@@ -65,9 +65,9 @@ def test_one_draw_refuses_parameters_it_does_not_know():
     class Scaled(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(10)(x.reshape((x.shape[0], -1))) * self.param("scale", nn.initializers.ones, ())
+            return nn.Dense(10)(x.reshape((x.shape[0], -1))) * self.param("gain", nn.initializers.ones, ())
 
-    with pytest.raises(ValueError, match=r"\['scale'\] is neither"):
+    with pytest.raises(ValueError, match=r"not \['gain'\]"):
         one_draw_params(Scaled(), jax.random.key(0), IMAGES)
 
 

@@ -2,13 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mnist_jax import models
 from mnist_jax.errors import UserError
 
 # Keras reports the same counts for the article's models; speedrun: 416 + 4,640 + 102,528 + 1,290.
-PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874}
+# bncnn: 197,802 trainable (Keras adds BatchNorm's 640 running statistics: 198,442).
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 197_802}
 
 
 def count(params) -> int:
@@ -19,9 +21,9 @@ def count(params) -> int:
 @pytest.mark.parametrize("batch", [1, 7])
 def test_parameter_count_and_output_shape(name, batch):
     model = models.create_model(name)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    assert count(params) == PARAMETER_COUNTS[name]
-    assert model.apply({"params": params}, jnp.zeros((batch, 28, 28, 1))).shape == (batch, 10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert count(variables["params"]) == PARAMETER_COUNTS[name]
+    assert model.apply(variables, jnp.zeros((batch, 28, 28, 1))).shape == (batch, 10)
 
 
 def test_cnn_hyperparameters_change_the_shapes():
@@ -39,11 +41,11 @@ def test_mlp_depth():
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_bfloat16_computes_in_bf16_but_keeps_float32_parameters(name):
     model = models.create_model(name, dtype="bfloat16")
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
-    logits = model.apply({"params": params}, jnp.ones((2, 28, 28, 1)))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
+    logits = model.apply(variables, jnp.ones((2, 28, 28, 1)))
     assert logits.dtype == jnp.float32  # logits are cast back for a stable loss
-    jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, jnp.ones((2, 28, 28, 1)))
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, jnp.ones((2, 28, 28, 1)))
     products = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
     assert products and all(var.aval.dtype == jnp.bfloat16 for eqn in products for var in eqn.invars)
 
@@ -66,6 +68,21 @@ def test_model_hparams_picks_only_known_fields():
 
 def test_every_registered_model_has_a_pinned_count():
     assert set(PARAMETER_COUNTS) == set(models.MODELS)
+
+
+def test_batchnorm_cnn_keeps_running_statistics_that_training_updates_and_inference_uses():
+    model = models.create_model("bncnn", filters=4)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert set(variables) == {"params", "batch_stats"}
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (8, 10)
+    moved = jax.tree.map(lambda old, new: not jnp.array_equal(old, new), variables["batch_stats"],
+                         updates["batch_stats"])
+    assert all(jax.tree.leaves(moved))
+    # Inference normalises with the running statistics: one image's logits do not depend on the others.
+    alone = model.apply({**variables, **updates}, x[:1])
+    np.testing.assert_allclose(alone, model.apply({**variables, **updates}, x)[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_model():

@@ -47,7 +47,8 @@ def run():
     config = TrainConfig(dataset="digits", model="mlp", epochs=2, batch_size=32)
     datasets = load_datasets("digits", val_split=config.val_split, seed=config.seed)
     result = train_and_evaluate(config, datasets=datasets)
-    predicted = predict_test_set(result.state.apply_fn, result.state.params, datasets.test, config.eval_batch_size)
+    predicted = predict_test_set(result.state.apply_fn, result.state.eval_variables(), datasets.test,
+                                 config.eval_batch_size)
     return datasets, result.history, predicted
 
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import classification_report
 
 from mnist_jax import report
-from mnist_jax.checkpoints import restore_for_inference
+from mnist_jax.checkpoints import restore_variables
 from mnist_jax.cli import main
 from mnist_jax.config import TrainConfig
 from mnist_jax.data import load_train_test
@@ -81,9 +81,9 @@ def test_report_is_self_contained(page):
 
 
 def test_classification_json_equals_scikit_learn_on_the_best_checkpoint(run_dir, page):
-    epoch, _, params, meta = restore_for_inference(run_dir.path, "best")
+    epoch, _, variables, meta = restore_variables(run_dir.path, "best")
     _, test = load_train_test("digits", "idx", None)
-    logits = predict_logits(create_model(meta["model"], **meta["hparams"]).apply, params,
+    logits = predict_logits(create_model(meta["model"], **meta["hparams"]).apply, variables,
                             jax.device_put(test.images), CONFIG_VALUES.eval_batch_size)
     expected = classification_report(test.labels, np.asarray(logits).argmax(-1), output_dict=True)
     assert json.loads((run_dir.path / report.CLASSIFICATION_REPORT).read_text()) == expected

@@ -71,6 +71,36 @@ def test_two_and_four_devices_train_what_one_device_trains(model):
         assert results[devices]["test_accuracy"] == results["1"]["test_accuracy"]  # every test image counted once
 
 
+# One process: one step of the BatchNorm CNN on meshes of 1, 2 and 4 devices; print the running statistics.
+BATCH_STATS = """
+import json, jax, numpy as np
+from mnist_jax import sharding, steps
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import load_datasets
+from mnist_jax.train import DeviceSplit, initial_state
+config = TrainConfig(dataset="digits", model="bncnn", filters=4, batch_size=32, rotation=10, ema=0.9)
+datasets, results = load_datasets("digits", val_split=0.2, seed=0), {}
+for devices in (1, 2, 4):
+    mesh = sharding.make_mesh(devices)
+    with jax.set_mesh(mesh):
+        train = DeviceSplit.put(datasets.train, mesh)
+        batches, rng = steps.epoch_plan(0, 1, len(train), 32)
+        state, _ = steps.train_steps(initial_state(config, 1), train.images, train.labels, batches[:1], rng)
+        results[devices] = [np.asarray(leaf).tolist() for leaf in jax.tree.leaves(state.model_state)]
+print(json.dumps(results))
+"""
+
+
+def test_batchnorm_statistics_are_over_the_whole_batch_on_every_mesh():
+    """Each device sees part of the batch, yet BatchNorm's means are the whole batch's, as on one device."""
+    done = run_python(["-c", BATCH_STATS], devices=4)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for devices in ("2", "4"):
+        for leaf, expected in zip(results[devices], results["1"], strict=True):
+            assert_close(leaf, expected, reduction_length=32 * 26 * 26)
+
+
 def test_a_checkpoint_crosses_device_counts_both_ways(tmp_path):
     """Saved on 4 devices, resumed on 1 (and the other way round): the curve an uninterrupted run draws."""
     epochs_1 = [*DIGITS, "--epochs", "1", "--schedule", "constant"]

@@ -11,7 +11,8 @@ from mnist_jax import diagram, models, summary
 from mnist_jax.cli import main
 
 # Keras reports the same counts for the article's models.
-PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874}
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 198_442}
+NON_TRAINABLE = {"bncnn": 2 * (32 + 32 + 64 + 64 + 128)}  # BatchNorm's running mean and variance
 # Per image: 2 x output elements x kernel inputs per output.
 CNN_FLOPS = {"Conv_0": 2 * 26 * 26 * 32 * 9, "Dense_0": 2 * 5408 * 128, "Dense_1": 2 * 128 * 10}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,11 +39,14 @@ def test_rows_list_every_parameterised_layer_with_its_shapes_and_parameters(name
     parameterised = {row.name: row for row in rows if row.params}
     assert set(parameterised) == set(params)
     for layer, row in parameterised.items():
-        kernel_out = params[layer]["kernel"].shape[-1]
+        features = (params[layer].get("kernel") if "kernel" in params[layer] else params[layer]["scale"]).shape[-1]
         feature_axis = -1 if row.output_batch_axis == 0 else 0  # batch-last layers carry the features first
-        assert row.output_shape[feature_axis] == kernel_out
-        assert row.params == row.trainable_params == sum(leaf.size for leaf in params[layer].values())
-    assert summary.summary_totals(rows)["total_params"] == PARAMETER_COUNTS[name]
+        assert row.output_shape[feature_axis] == features
+        assert row.trainable_params == sum(leaf.size for leaf in params[layer].values())
+        assert row.params == row.trainable_params + (2 * features if row.kind == "BatchNorm" else 0)
+    totals = summary.summary_totals(rows)
+    assert totals["total_params"] == PARAMETER_COUNTS[name]
+    assert totals["non_trainable_params"] == NON_TRAINABLE.get(name, 0)
     assert rows[-1].output_shape == (summary.BATCH, models.NUM_CLASSES)
     for before, after in zip(rows, rows[1:]):
         assert after.input_shape == before.output_shape  # one chain, nothing skipped

@@ -29,7 +29,7 @@ def test_predict_logits_keeps_every_image_when_batches_do_not_divide(digits):
     config = TrainConfig(dataset="digits", model="mlp")
     state = initial_state(config, steps_per_epoch=1)
     images = jnp.asarray(digits.test.images[:23])
-    logits = steps.predict_logits(state.apply_fn, state.params, images, batch_size=10)
+    logits = steps.predict_logits(state.apply_fn, state.eval_variables(), images, batch_size=10)
     direct = state.apply_fn({"params": state.params}, prepare_images(images))
     assert logits.shape == (23, 10)
     assert_close(logits, direct, MLP_LOGITS)
@@ -39,7 +39,7 @@ def test_evaluate_matches_a_direct_computation(digits):
     config = TrainConfig(dataset="digits", model="mlp")
     state = initial_state(config, steps_per_epoch=1)
     images, labels = jnp.asarray(digits.test.images), jnp.asarray(digits.test.labels)
-    metrics = steps.evaluate(state.apply_fn, state.params, images, labels, batch_size=100)  # 359 images: 4 batches
+    metrics = steps.evaluate(state.apply_fn, state.eval_variables(), images, labels, batch_size=100)  # 4 batches
     logits = state.apply_fn({"params": state.params}, prepare_images(images))
     expected_loss = sparse_categorical_cross_entropy(logits, labels).mean()
     assert_close(metrics["loss"], expected_loss, MLP_LOGITS + CROSS_ENTROPY + len(labels))  # and the mean

@@ -11,6 +11,7 @@ from typing import Any
 
 from mnist_jax import config as cfg
 from mnist_jax.cli import add_flag
+from mnist_jax.recipes import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train a model on MNIST and evaluate it on the test set",
                                  description="Train a model, validate every epoch, checkpoint every epoch, and "
                                              "evaluate once on the full test set.")
+    add_flag(parser, "--recipe", "start from a named group of settings (mnist_jax/recipes.py); the other flags given "
+                                 "override its fields", default=None, choices=tuple(RECIPES))
     add_config_flags(parser)
     add_flag(parser, "--run-dir", "where to write the run (default: a new folder under runs/)", default=None)
     add_flag(parser, "--resume", "continue the run in this directory from its newest good checkpoint "
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if not primary:
         logging.getLogger("mnist_jax").setLevel(logging.WARNING)  # process 0 tells the story
     mesh = sharding.make_mesh(args.devices)
-    config = _resumed_config(args) if args.resume else config_from_args(args)
+    config = _resumed_config(args) if args.resume else config_from_args(args, _recipe(args))
     run_dir = _run_dir(args, config, primary)  # claimed first: a second train on it is refused before any slow work
     try:
         datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
@@ -121,6 +124,11 @@ def _run_dir(args: argparse.Namespace, config: cfg.TrainConfig, primary: bool) -
     return RunDir.open(path) if args.resume else RunDir.create(path, name=config.model)
 
 
+def _recipe(args: argparse.Namespace) -> cfg.TrainConfig | None:
+    """The configuration --recipe names, before the other flags are applied."""
+    return recipe_config(args.recipe) if getattr(args, "recipe", None) else None
+
+
 def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
     """The run's own configuration; --epochs, when given, extends (or shortens) it."""
     from mnist_jax import sharding
@@ -131,7 +139,7 @@ def _resumed_config(args: argparse.Namespace) -> cfg.TrainConfig:
         run_dir.lock()  # before reading its config: another process may be writing it
     config = cfg.TrainConfig.load(run_dir.path / CONFIG)
     ignored = [cfg.flag(field.name) for field in dataclasses.fields(cfg.TrainConfig)
-               if field.name != "epochs" and hasattr(args, field.name)]
+               if field.name != "epochs" and hasattr(args, field.name)] + (["--recipe"] if args.recipe else [])
     if ignored:
         log.warning("Ignoring %s with --resume: a resumed run keeps its own configuration.", ", ".join(ignored))
     epochs = getattr(args, "epochs", config.epochs)
