@@ -230,14 +230,14 @@ def network_meta(config: Any, custom_model: nn.Module | None = None) -> dict[str
             "hparams": model_hparams(config.model, config.to_dict())}
 
 
-def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any],
-                    custom_model: nn.Module | None = None) -> dict[str, Any]:
-    """Everything a predictor needs beside the arrays, and nothing from the training code."""
+def checkpoint_meta(config: Any, datasets: Any, record: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    """Everything a predictor needs beside the arrays, and nothing from the training code; `network` from
+    network_meta."""
     from mnist_jax.environment import package_versions
     from mnist_jax.models import PIXEL_SCALE
 
     return {
-        **network_meta(config, custom_model),
+        **network,
         "preprocessing": {"input": "28x28 greyscale, white digit on black", "pixel_scale": PIXEL_SCALE},
         "class_names": list(datasets.class_names),
         "dataset": datasets.name,

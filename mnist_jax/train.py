@@ -119,7 +119,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
                 run_dir.append_history(record)
             _stop_if_diverged(record, run_dir, checkpointer)  # before saving: the last good checkpoint stays
             if checkpointer:
-                meta = checkpoint_meta(config, datasets, record, model if custom_model else None)
+                meta = checkpoint_meta(config, datasets, record, network)
                 checkpointer.save(epoch, state.eval_variables()["params"], training_arrays(state), meta,
                                   _score(record), state.model_state)
         if checkpointer:
