@@ -33,7 +33,7 @@ class TrainConfig:
     data_dir: str | None = None  # folder of the IDX files (or TFDS data_dir); None: $MNIST_JAX_DATA_DIR, else download
     val_split: float = 0.2  # fraction of the training data held out, stratified, for validation
     # Model
-    model: str = "cnn"  # a network from mnist_jax.models.MODELS: mlp, cnn (the article's), speedrun, bncnn (BatchNorm)
+    model: str = "cnn"  # a network from mnist_jax.models.MODELS: mlp, cnn (article), speedrun, bncnn, stridecnn
     filters: int = 32  # CNN: channels of the first convolution
     hidden: int = 128  # width of the dense hidden layer(s)
     depth: int = 1  # MLP: number of dense hidden layers

@@ -14,33 +14,53 @@ import jax.numpy as jnp
 
 
 class Conv(nn.Conv):
-    """`nn.Conv` whose VALID, stride-1 case runs as im2col (shifted slices) and one matrix product.
+    """`nn.Conv` whose VALID or SAME, strided or not, case runs as im2col (shifted slices) and one matrix product.
 
     Same fields, parameter names, shapes and initialisation as `nn.Conv`, so checkpoints are interchangeable;
-    any other padding, stride or dilation falls back to `nn.Conv` itself.
+    explicit padding, dilation or feature groups fall back to `nn.Conv` itself.
     """
 
     @nn.compact
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        if not _is_plain_valid(self):
+        if not _is_im2col_case(self):
             return super().__call__(x_BxHxWxC)
         kh, kw = self.kernel_size
+        sh, sw = _pair(self.strides)
         cin = x_BxHxWxC.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
-        out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+        if self.padding == "SAME":
+            x = _pad_same(x, (kh, kw), (sh, sw))
+        out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
         # Patch features in (row, col, channel) order, the order of kernel.reshape(-1, features).
-        patches = jnp.concatenate([x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)], -1)
+        patches = jnp.concatenate([x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+                                   for i in range(kh) for j in range(kw)], -1)
         y = patches @ kernel.reshape(kh * kw * cin, self.features)
         return y + bias if bias is not None else y
 
 
-def _is_plain_valid(conv: nn.Conv) -> bool:
-    """A 2-D, VALID, stride-1, undilated, ungrouped convolution: the case im2col handles."""
+def _is_im2col_case(conv: nn.Conv) -> bool:
+    """A 2-D, VALID or SAME, undilated, ungrouped convolution: the cases im2col handles."""
     ones = (None, 1, (1, 1))
-    return (conv.padding == "VALID" and conv.strides in ones and conv.kernel_dilation in ones
-            and conv.input_dilation in ones and conv.feature_group_count == 1 and len(conv.kernel_size) == 2)
+    return (conv.padding in ("VALID", "SAME") and conv.kernel_dilation in ones and conv.input_dilation in ones
+            and conv.feature_group_count == 1 and len(conv.kernel_size) == 2)
+
+
+def _pair(strides: Any) -> tuple[int, int]:
+    """nn.Conv's strides (None, an int or a pair) as a pair."""
+    if strides is None:
+        return 1, 1
+    return (strides, strides) if isinstance(strides, int) else tuple(strides)
+
+
+def _pad_same(x_BxHxWxC: jax.Array, kernel: tuple[int, int], strides: tuple[int, int]) -> jax.Array:
+    """Zero-pad rows and columns as XLA's SAME does: ceil(size / stride) outputs, the odd pixel after."""
+    pads = [(0, 0)]
+    for size, k, s in zip(x_BxHxWxC.shape[1:3], kernel, strides):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return jnp.pad(x_BxHxWxC, pads + [(0, 0)])
 
 
 @jax.custom_vjp

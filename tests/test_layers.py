@@ -46,10 +46,31 @@ def test_conv_has_nn_conv_parameters_and_outputs():
     assert_close(ours.apply(params, x), flax_conv.apply(params, x), reduction_length=3 * 3 * 2 + 1)  # and the bias
 
 
-def test_conv_falls_back_to_nn_conv_for_other_paddings():
+@pytest.mark.parametrize("kernel_size, strides, padding, size", [
+    ((5, 5), (2, 2), "SAME", 24), ((5, 5), (2, 2), "SAME", 8),  # cdeotte's downsampling convolutions
+    ((3, 3), (1, 1), "SAME", 9), ((5, 3), (2, 3), "SAME", 13),  # odd sizes: the extra padded pixel goes after
+    ((5, 5), (2, 2), "VALID", 13), ((4, 4), 3, "SAME", 10)])  # a strided VALID border; an int stride
+def test_strided_and_same_conv_equals_nn_conv_in_values_and_gradients(kernel_size, strides, padding, size):
+    x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
+    ours, flax_conv = Conv(8, kernel_size, strides, padding), nn.Conv(8, kernel_size, strides, padding)
+    params = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x), params)
+    params = jax.tree.map(lambda p: p + 0.1, params)
+    out = ours.apply(params, x)
+    (kh, kw), channels = kernel_size, x.shape[-1]
+    assert_close(out, flax_conv.apply(params, x), reduction_length=kh * kw * channels + 1)  # and the bias
+    cotangent = jax.random.normal(jax.random.key(1), out.shape)
+    grads_ours = jax.grad(lambda p, x: (ours.apply(p, x) * cotangent).sum(), (0, 1))(params, x)
+    grads_ref = jax.grad(lambda p, x: (flax_conv.apply(p, x) * cotangent).sum(), (0, 1))(params, x)
+    positions = out.shape[1] * out.shape[2]
+    assert_trees_close(grads_ours, grads_ref, reduction_length=x.shape[0] * positions + kh * kw * 8)
+
+
+def test_conv_falls_back_to_nn_conv_for_dilation_and_explicit_padding():
     x = jnp.ones((1, 28, 28, 1))
-    assert Conv(4, (3, 3), padding="SAME").init_with_output(jax.random.key(0), x)[0].shape == (1, 28, 28, 4)
-    assert Conv(4, (3, 3), strides=2, padding="VALID").init_with_output(jax.random.key(0), x)[0].shape[1] == 13
+    dilated = Conv(4, (3, 3), kernel_dilation=2, padding="VALID")
+    assert dilated.init_with_output(jax.random.key(0), x)[0].shape == (1, 24, 24, 4)
+    assert Conv(4, (3, 3), padding=((1, 1), (1, 1))).init_with_output(jax.random.key(0), x)[0].shape[1] == 28
 
 
 def test_cnn_equals_the_reference_model_in_logits_and_gradients():

@@ -10,7 +10,9 @@ from mnist_jax.errors import UserError
 
 # Keras reports the same counts for the article's models; speedrun: 416 + 4,640 + 102,528 + 1,290.
 # bncnn: 197,802 trainable (Keras adds BatchNorm's 640 running statistics: 198,442).
-PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 197_802}
+# stridecnn: 325,994 (cdeotte's Keras model: 327,242 with its 416 convolution biases and 832 running statistics).
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 197_802,
+                    "stridecnn": 325_994}
 
 
 def count(params) -> int:

@@ -11,8 +11,10 @@ from mnist_jax import diagram, models, summary
 from mnist_jax.cli import main
 
 # Keras reports the same counts for the article's models.
-PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 198_442}
-NON_TRAINABLE = {"bncnn": 2 * (32 + 32 + 64 + 64 + 128)}  # BatchNorm's running mean and variance
+PARAMETER_COUNTS = {"mlp": 101_770, "cnn": 693_962, "speedrun": 108_874, "bncnn": 198_442,
+                    "stridecnn": 325_994 + 832}
+# BatchNorm's running mean and variance.
+NON_TRAINABLE = {"bncnn": 2 * (32 + 32 + 64 + 64 + 128), "stridecnn": 2 * (3 * 32 + 3 * 64 + 128)}
 # Per image: 2 x output elements x kernel inputs per output.
 CNN_FLOPS = {"Conv_0": 2 * 26 * 26 * 32 * 9, "Dense_0": 2 * 5408 * 128, "Dense_1": 2 * 128 * 10}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
