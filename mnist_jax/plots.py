@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_jax.errors import InputError, UserError
 from mnist_jax.rundir import write_atomically
@@ -17,6 +17,7 @@ DPI = 100  # pixels per inch of the saved PNGs
 COLUMNS = 5  # images per row in every gallery
 TILE_WIDTH_INCHES = 1.5  # one gallery image
 TILE_HEIGHT_INCHES = 1.75  # one gallery image with its two-line caption
+TILE_GAP = 0.1  # blank margin around each gallery image, as a fraction of its side
 DEFAULT_SAMPLES = 20  # 4 rows of 5, as in the article's sample grid
 DEFAULT_PREDICTIONS = 10
 DEFAULT_MISTAKES = 20
@@ -101,7 +102,7 @@ def pick_indices(total: int, count: int, seed: int | None) -> np.ndarray:
 def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str],
                           normalize: bool = False) -> Figure:
     """A heatmap of true against predicted classes, each cell labelled (row fractions when normalize)."""
-    counts_KxK = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    counts_KxK = confusion_counts(labels, predictions, len(class_names))
     cells_KxK = row_normalize(counts_KxK) if normalize else counts_KxK
     fig = _new_figure((7, 6))
     ax = fig.subplots()
@@ -114,6 +115,12 @@ def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_nam
     ax.set(xlabel="Predicted label", ylabel="True label",
            title="Confusion matrix, normalised by true label" if normalize else "Confusion matrix")
     return fig
+
+
+def confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts of true class (row) against predicted class (column)."""
+    pairs = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def row_normalize(counts_KxK: np.ndarray) -> np.ndarray:
@@ -133,10 +140,29 @@ def _label_cells(ax, image, cells_KxK: np.ndarray, template: str) -> None:
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray,
                            class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Per-class precision, recall, F1 and support with macro and weighted averages (scikit-learn's report)."""
-    classes = None if class_names is None else np.arange(len(class_names))
-    return classification_report(labels, predictions, labels=classes, target_names=class_names,
-                                 output_dict=True, zero_division=0)
+    """Per-class precision, recall, F1 and support with macro and weighted averages: scikit-learn's
+    `classification_report(..., output_dict=True, zero_division=0)`, without importing scikit-learn (2 s)."""
+    num_classes = len(class_names) if class_names is not None else int(max(labels.max(), predictions.max())) + 1
+    counts_KxK = confusion_counts(labels, predictions, num_classes).astype(np.float64)
+    hits, support, predicted = np.diag(counts_KxK), counts_KxK.sum(axis=1), counts_KxK.sum(axis=0)
+    scores = {"precision": _ratio(hits, predicted), "recall": _ratio(hits, support),
+              "f1-score": _ratio(2 * hits, support + predicted)}
+    names = class_names if class_names is not None else [str(k) for k in range(num_classes)]
+    shown = range(num_classes) if class_names is not None else np.flatnonzero(support + predicted)
+    report: dict[str, Any] = {names[k]: {**{name: float(values[k]) for name, values in scores.items()},
+                                         "support": float(support[k])} for k in shown}
+    report["accuracy"] = float(hits.sum() / support.sum())
+    kept = np.asarray(list(shown))
+    total = float(support[kept].sum())
+    report["macro avg"] = {**{name: float(values[kept].mean()) for name, values in scores.items()}, "support": total}
+    report["weighted avg"] = {**{name: float(np.average(values[kept], weights=support[kept]))
+                                 for name, values in scores.items()}, "support": total}
+    return report
+
+
+def _ratio(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    """Element-wise division with 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(numerators, denominators, out=np.zeros_like(numerators), where=denominators > 0)
 
 
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
@@ -175,21 +201,35 @@ def _prediction_gallery(images, labels, predictions, probabilities_NxK, chosen, 
 
 
 def _gallery(images_NxHxW: np.ndarray, titles: Sequence[str], colours: Sequence[str]) -> Figure:
-    """Images in rows of COLUMNS, each with a caption; red captions also get a red frame."""
+    """Images in rows of COLUMNS, each with a caption; red captions also get a red frame.
+
+    One Axes holds every tile (an image, its caption above it): it draws about 5x faster than a grid of Axes.
+    """
     columns = min(COLUMNS, len(titles))
     rows = math.ceil(len(titles) / columns)
-    fig = _new_figure((columns * TILE_WIDTH_INCHES, rows * TILE_HEIGHT_INCHES))
-    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, image, title, colour in zip(axes, images_NxHxW, titles, colours):
-        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
-        ax.set_title(title, color=colour, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set(color=colour, linewidth=2 if colour == MISTAKE_COLOUR else 0.5)
-    for ax in axes[len(titles):]:
-        ax.set_axis_off()
+    fig = Figure(figsize=(columns * TILE_WIDTH_INCHES, rows * TILE_HEIGHT_INCHES), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    height, width = images_NxHxW.shape[1:3]
+    tile_w = width * (1 + 2 * TILE_GAP)
+    tile_h = tile_w * TILE_HEIGHT_INCHES / TILE_WIDTH_INCHES  # square pixels: the caption takes the extra height
+    for index, (image, title, colour) in enumerate(zip(images_NxHxW, titles, colours)):
+        left, bottom = (index % columns) * tile_w + width * TILE_GAP, (index // columns) * tile_h + width * TILE_GAP
+        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255, extent=(left, left + width, bottom + height, bottom),
+                  interpolation="nearest")
+        ax.text(left + width / 2, bottom - width * TILE_GAP / 2, title, color=colour, fontsize=10, ha="center",
+                va="bottom")
+        ax.add_patch(Rectangle((left, bottom), width, height, fill=False, edgecolor=colour,
+                               linewidth=2 if colour == MISTAKE_COLOUR else 0.5))
+    ax.set(xlim=(0, columns * tile_w), ylim=(rows * tile_h, 0), aspect="equal")  # rows top to bottom
+    ax.set_axis_off()
     return fig
+
+
+def gallery_tiles(fig: Figure) -> list[tuple[np.ndarray, str, Any]]:
+    """(image, caption, caption colour) of each gallery tile, in reading order."""
+    ax = fig.axes[0]
+    return [(np.asarray(image.get_array()), text.get_text(), text.get_color())
+            for image, text in zip(ax.images, ax.texts)]
 
 
 def _new_figure(size_inches: tuple[float, float]) -> Figure:

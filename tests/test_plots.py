@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matplotlib.colors import same_color
 from PIL import Image
 from sklearn.metrics import classification_report, confusion_matrix
@@ -62,7 +64,7 @@ def with_mistakes(run) -> Predictions:
 
 
 def titles(fig) -> list[str]:
-    return [ax.get_title() for ax in fig.axes if ax.images]
+    return [caption for _, caption, _ in plots.gallery_tiles(fig)]
 
 
 def test_history_curves_save_as_png(run, tmp_path):
@@ -92,9 +94,12 @@ def test_samples_grid_is_4x5_with_labels(run, tmp_path):
     datasets, _, _ = run
     train = datasets.train
     fig = plots.plot_samples(train.images, train.labels, seed=None)
-    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (4, 5)
+    tiles = plots.gallery_tiles(fig)
     assert titles(fig) == [f"label: {label}" for label in train.labels[:20]]
-    np.testing.assert_array_equal(fig.axes[3].images[0].get_array(), train.images[3])
+    np.testing.assert_array_equal(tiles[3][0], train.images[3])
+    corners = [(image.get_extent()[0], image.get_extent()[3]) for image in fig.axes[0].images]  # left, top
+    assert len({left for left, _ in corners}) == 5 and len({top for _, top in corners}) == 4  # 4 rows of 5
+    assert corners[1][0] > corners[0][0] and corners[5][1] > corners[0][1]  # left to right, then top to bottom
     save_and_check(fig, tmp_path / "samples.png")
 
 
@@ -153,21 +158,49 @@ def test_classification_metrics_equal_scikit_learn_and_survive_json(run):
     _, _, p = run
     metrics = plots.classification_metrics(p.labels, p.predictions, CLASS_NAMES)
     expected = classification_report(p.labels, p.predictions, output_dict=True)
-    assert metrics == expected
-    assert json.loads(json.dumps(metrics)) == expected
+    assert_reports_equal(metrics, expected)
+    assert json.loads(json.dumps(metrics)) == metrics
     assert {"macro avg", "weighted avg", "accuracy"} <= metrics.keys()
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # scikit-learn, on a one-class case
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=40))))
+def test_classification_metrics_equal_scikit_learn_on_any_labels(case):
+    """Any predictions, classes with no images or never predicted included (scikit-learn's zero_division=0)."""
+    num_classes, pairs = case
+    labels, predictions = (np.array(column) for column in zip(*pairs))
+    names = [f"class {k}" for k in range(num_classes)]
+    expected = classification_report(labels, predictions, labels=np.arange(num_classes), target_names=names,
+                                     output_dict=True, zero_division=0)
+    assert_reports_equal(plots.classification_metrics(labels, predictions, names), expected)
+    np.testing.assert_array_equal(plots.confusion_counts(labels, predictions, num_classes),
+                                  confusion_matrix(labels, predictions, labels=np.arange(num_classes)))
+
+
+def assert_reports_equal(ours: dict, expected: dict) -> None:
+    """The same keys and numbers; float64 sums in another order may differ in the last bits."""
+    assert ours.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert ours[key].keys() == value.keys()
+            np.testing.assert_allclose([ours[key][k] for k in value], list(value.values()), rtol=1e-12)
+        else:
+            assert ours[key] == pytest.approx(value, rel=1e-12)
 
 
 def test_prediction_gallery_marks_mistakes_in_red(with_mistakes, tmp_path):
     p = with_mistakes
     fig = plots.plot_predictions(p.images, p.labels, p.predictions, p.probabilities, seed=None)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert len(shown) == 10
-    for i, ax in enumerate(shown):
+    tiles = plots.gallery_tiles(fig)
+    assert len(tiles) == 10
+    for i, (image, caption, colour) in enumerate(tiles):
         confidence = p.probabilities[i, p.predictions[i]]
-        assert ax.get_title() == f"pred {p.predictions[i]} ({confidence:.0%})\ntrue {p.labels[i]}"
+        assert caption == f"pred {p.predictions[i]} ({confidence:.0%})\ntrue {p.labels[i]}"
+        np.testing.assert_array_equal(image, p.images[i])
         wrong = p.predictions[i] != p.labels[i]
-        assert same_color(ax.title.get_color(), plots.MISTAKE_COLOUR if wrong else plots.CORRECT_COLOUR)
+        assert same_color(colour, plots.MISTAKE_COLOUR if wrong else plots.CORRECT_COLOUR)
     save_and_check(fig, tmp_path / "predictions.png")
 
 
