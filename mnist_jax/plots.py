@@ -16,7 +16,7 @@ from mnist_jax.rundir import write_atomically
 DPI = 100  # pixels per inch of the saved PNGs
 COLUMNS = 5  # images per row in every gallery
 TILE_WIDTH_INCHES = 1.5  # one gallery image
-TILE_HEIGHT_INCHES = 1.75  # one gallery image with its two-line caption
+TILE_HEIGHT_INCHES = 1.9  # one gallery image with its two-line caption
 TILE_GAP = 0.1  # blank margin around each gallery image, as a fraction of its side
 DEFAULT_SAMPLES = 20  # 4 rows of 5, as in the article's sample grid
 DEFAULT_PREDICTIONS = 10
@@ -43,7 +43,8 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 def plot_history(history: Sequence[dict[str, Any]]) -> Figure:
     """Loss and accuracy per epoch, training against validation where the history has it."""
-    fig = _new_figure((10, 4))
+    fig = Figure(figsize=(10, 4), dpi=DPI)  # fixed margins: a constrained layout would cost a second drawing
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
     loss_ax, accuracy_ax = fig.subplots(1, 2)
     for ax, metric in ((loss_ax, "loss"), (accuracy_ax, "accuracy")):
         _plot_metric(ax, history, metric)
@@ -104,7 +105,8 @@ def plot_confusion_matrix(labels: np.ndarray, predictions: np.ndarray, class_nam
     """A heatmap of true against predicted classes, each cell labelled (row fractions when normalize)."""
     counts_KxK = confusion_counts(labels, predictions, len(class_names))
     cells_KxK = row_normalize(counts_KxK) if normalize else counts_KxK
-    fig = _new_figure((7, 6))
+    fig = Figure(figsize=(7, 6), dpi=DPI)  # fixed margins: a constrained layout would cost a second drawing
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.94)
     ax = fig.subplots()
     image = ax.imshow(cells_KxK, cmap=MATRIX_CMAP, vmin=0, vmax=1 if normalize else max(cells_KxK.max(), 1))
     fig.colorbar(image, ax=ax, label="fraction of the true class" if normalize else "images")
@@ -213,12 +215,14 @@ def _gallery(images_NxHxW: np.ndarray, titles: Sequence[str], colours: Sequence[
     tile_w = width * (1 + 2 * TILE_GAP)
     tile_h = tile_w * TILE_HEIGHT_INCHES / TILE_WIDTH_INCHES  # square pixels: the caption takes the extra height
     for index, (image, title, colour) in enumerate(zip(images_NxHxW, titles, colours)):
-        left, bottom = (index % columns) * tile_w + width * TILE_GAP, (index // columns) * tile_h + width * TILE_GAP
-        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255, extent=(left, left + width, bottom + height, bottom),
+        # y grows downwards; each image sits at the bottom of its tile, its caption in the room above it.
+        column, row = index % columns, index // columns
+        left, top = column * tile_w + width * TILE_GAP, (row + 1) * tile_h - tile_w + width * TILE_GAP
+        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255, extent=(left, left + width, top + height, top),
                   interpolation="nearest")
-        ax.text(left + width / 2, bottom - width * TILE_GAP / 2, title, color=colour, fontsize=10, ha="center",
+        ax.text(left + width / 2, top - width * TILE_GAP / 2, title, color=colour, fontsize=10, ha="center",
                 va="bottom")
-        ax.add_patch(Rectangle((left, bottom), width, height, fill=False, edgecolor=colour,
+        ax.add_patch(Rectangle((left, top), width, height, fill=False, edgecolor=colour,
                                linewidth=2 if colour == MISTAKE_COLOUR else 0.5))
     ax.set(xlim=(0, columns * tile_w), ylim=(rows * tile_h, 0), aspect="equal")  # rows top to bottom
     ax.set_axis_off()

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,7 +16,8 @@ from matplotlib.figure import Figure
 from mnist_jax import plots
 from mnist_jax.augment import AffineRanges
 from mnist_jax.checkpoints import restore_variables
-from mnist_jax.data import DIGIT_NAMES, Split
+from mnist_jax.config import TrainConfig
+from mnist_jax.data import DIGIT_NAMES, Datasets, Split
 from mnist_jax.diagram import draw_model
 from mnist_jax.errors import UserError
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir, run_splits, write_atomically
@@ -55,6 +57,41 @@ class Predictions:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """What a report is drawn from: a checkpoint's network and test-set predictions, and the training images."""
+
+    run_dir: RunDir
+    which: str | int  # the checkpoint: "best", "latest" or an epoch
+    epoch: int
+    model: nn.Module
+    config: TrainConfig
+    train: Split
+    predicted: Predictions
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def from_checkpoint(cls, run_dir_path: str | Path, which: str | int = "best",
+                        data_dir: str | None = None) -> "ReportInputs":
+        """Restore a checkpoint, load the data its run trained on and predict every test image."""
+        run_dir = RunDir.open(run_dir_path)
+        epoch, model, variables, meta = restore_variables(run_dir.path, which)
+        config, train, test = run_splits(run_dir.path, meta, data_dir)
+        predicted = predict_test_set(model.apply, variables, test, config.eval_batch_size)
+        return cls(run_dir, which, epoch, model, config, train, predicted,
+                   tuple(meta.get("class_names") or DIGIT_NAMES))
+
+    @classmethod
+    def from_training(cls, result: Any, config: TrainConfig, datasets: Datasets) -> "ReportInputs":
+        """A run just trained (a train.TrainResult), from memory: the final state's test predictions, the very ones
+        its metrics.json scores, with no checkpoint to restore, no data to reload and nothing to predict again."""
+        probabilities_NxK = np.asarray(jax.nn.softmax(result.test_logits, axis=-1))
+        test = datasets.test
+        predicted = Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
+        return cls(result.run_dir, "latest", len(result.history), result.model, config, datasets.train, predicted,
+                   datasets.class_names)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunFigures:
     """What write_figures produced, and what the HTML page shows beside the run's own files."""
 
@@ -66,9 +103,12 @@ class RunFigures:
     summary: str  # the model summary table as text
 
 
-def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> Path:
+Run = str | Path | ReportInputs  # a run directory, or what to draw already in memory
+
+
+def write_report(run: Run, which: str | int = "best", data_dir: str | None = None) -> Path:
     """Write every figure, classification_report.json and a self-contained report.html; return the HTML path."""
-    contents = write_figures(run_dir_path, which, data_dir)
+    contents = write_figures(run, which, data_dir)
     page = render_html(contents)
     path = write_atomically(contents.run_dir.path / REPORT_HTML, lambda temporary: temporary.write_text(
         page, encoding="utf-8"))
@@ -76,26 +116,24 @@ def write_report(run_dir_path: str | Path, which: str | int = "best", data_dir: 
     return path
 
 
-def write_figures(run_dir_path: str | Path, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
-    """Evaluate a run's checkpoint on the test set and write RUN_DIR/figures/*.png and classification_report.json."""
-    run_dir = RunDir.open(run_dir_path)
-    epoch, model, variables, meta = restore_variables(run_dir.path, which)
-    config, train, test = run_splits(run_dir.path, meta, data_dir)
-    class_names = tuple(meta.get("class_names") or DIGIT_NAMES)
-    predicted = predict_test_set(model.apply, variables, test, config.eval_batch_size)
-    figures = draw_figures(run_dir.read_history(), train, predicted, class_names, config.seed, AffineRanges.of(config))
-    rows = summarize(model)
-    figures["model"] = draw_model(model, rows)
+def write_figures(run: Run, which: str | int = "best", data_dir: str | None = None) -> RunFigures:
+    """Write RUN_DIR/figures/*.png and classification_report.json of a checkpoint's predictions on the test set."""
+    inputs = run if isinstance(run, ReportInputs) else ReportInputs.from_checkpoint(run, which, data_dir)
+    run_dir, config, predicted = inputs.run_dir, inputs.config, inputs.predicted
+    figures = draw_figures(run_dir.read_history(), inputs.train, predicted, inputs.class_names, config.seed,
+                           AffineRanges.of(config))
+    rows = summarize(inputs.model)
+    figures["model"] = draw_model(inputs.model, rows)
     folder = run_dir.path / FIGURES_DIR
     try:
         folder.mkdir(exist_ok=True)
     except OSError as error:
         raise UserError(f"Cannot create {folder}: {error.strerror or error}.") from None
     paths = {name: plots.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()}
-    classification = plots.classification_metrics(predicted.labels, predicted.predictions, class_names)
+    classification = plots.classification_metrics(predicted.labels, predicted.predictions, inputs.class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)
     log.info("Wrote %d figures into %s.", len(paths), folder)
-    return RunFigures(run_dir, which, epoch, paths, classification, format_summary(rows))
+    return RunFigures(run_dir, inputs.which, inputs.epoch, paths, classification, format_summary(rows))
 
 
 def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int) -> Predictions:

@@ -77,6 +77,16 @@ def put_replicated(array: np.ndarray, mesh: Mesh) -> jax.Array:
     return jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec()), array)
 
 
+def to_host(array: jax.Array) -> np.ndarray:
+    """The whole array as NumPy, gathered from the other processes where they hold parts of it (every process
+    must call it then)."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
 def replicated(tree: Any) -> Any:
     """Inside a jitted program under a mesh: keep `tree` whole on every device (parameters, optimizer state)."""
     if jax.sharding.get_abstract_mesh().empty:

@@ -158,14 +158,17 @@ def predict_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_
 
 
 @functools.partial(compilation.jit, static_argnames=("apply_fn", "batch_size"), fastest_compile=True)  # once a split
-def eval_step(apply_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array, batch_size: int) -> Metrics:
-    """Mean cross-entropy and accuracy over every image of a split (the loss without label smoothing)."""
+def eval_step(apply_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array,
+              batch_size: int) -> tuple[Metrics, jax.Array]:
+    """Mean cross-entropy and accuracy over every image of a split (the loss without label smoothing), and the
+    logits (N, 10) they came from."""
     logits = batched_logits(apply_fn, variables, images, batch_size)
     return {"loss": sparse_categorical_cross_entropy(logits, labels).mean(),
-            "accuracy": accuracy(logits, labels).mean()}
+            "accuracy": accuracy(logits, labels).mean()}, logits
 
 
 def evaluate(apply_fn: Callable, variables: Any, images: jax.Array, labels: jax.Array,
              batch_size: int) -> dict[str, float]:
     """`eval_step`'s metrics as Python floats."""
-    return {name: float(value) for name, value in eval_step(apply_fn, variables, images, labels, batch_size).items()}
+    metrics, _ = eval_step(apply_fn, variables, images, labels, batch_size)
+    return {name: float(value) for name, value in metrics.items()}

@@ -48,6 +48,10 @@ class TrainResult:
     history: list[dict[str, Any]]  # one record per epoch
     metrics: dict[str, Any]  # test metrics and totals, as in metrics.json
     run_dir: RunDir | None
+    model: nn.Module  # the network trained
+    test_logits: np.ndarray  # (N, 10): the final state's on every test image, the ones the test metrics came from
+    timings: dict[str, float]  # wall seconds: setup (before the first epoch), train (the epochs: training, validation,
+    # checkpoints), test (with the last checkpoint's write)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
       progress: show a progress bar per epoch.
       resume: continue `run_dir` from its newest good checkpoint.
     """
+    started = time.perf_counter()
     datasets = datasets or load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
     steps_per_epoch = steps_in_epoch(config, datasets)
     mesh = mesh or sharding.make_mesh()
@@ -108,6 +113,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
         state, history = _restore(run_dir, checkpointer, state, network) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
             _write_run_files(run_dir, config, mesh, environment=not resume)
+        epochs_started = time.perf_counter()
         for epoch in range(len(history) + 1, config.epochs + 1):
             state, record = train_epoch(config, state, train, epoch, progress)
             if val is not None:
@@ -124,10 +130,13 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
                                   _score(record), state.model_state)
         if checkpointer:
             checkpointer.wait()  # a failed save raises here, before the test
-        metrics = test_metrics(config, DeviceSplit.put(datasets.test, mesh), state, history)
+        tested = time.perf_counter()
+        metrics, test_logits = test_metrics(config, DeviceSplit.put(datasets.test, mesh), state, history)
         if run_dir:
             run_dir.write_json(METRICS, metrics)
-    return TrainResult(state, history, metrics, run_dir)
+    finished = time.perf_counter()
+    timings = {"setup": epochs_started - started, "train": tested - epochs_started, "test": finished - tested}
+    return TrainResult(state, history, metrics, run_dir, model, test_logits, timings)
 
 
 def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
@@ -171,20 +180,22 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
 
 
 def test_metrics(config: TrainConfig, test: DeviceSplit, state: TrainState,
-                 history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Evaluate once on every test image; the test set plays no part in training or model selection."""
-    metrics = steps.evaluate(state.apply_fn, state.eval_variables(), test.images, test.labels,
-                             config.eval_batch_size)
-    log.info("Test accuracy %.4f, loss %.4f on %d images.", metrics["accuracy"], metrics["loss"], len(test))
+                 history: list[dict[str, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+    """Evaluate once on every test image (the metrics, and the logits for the report); the test set plays no part
+    in training or model selection."""
+    metrics, logits = steps.eval_step(state.apply_fn, state.eval_variables(), test.images, test.labels,
+                                      config.eval_batch_size)
+    accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
+    log.info("Test accuracy %.4f, loss %.4f on %d images.", accuracy, loss, len(test))
     return {
         "status": "finished",
-        "test_accuracy": metrics["accuracy"],
-        "test_loss": metrics["loss"],
+        "test_accuracy": accuracy,
+        "test_loss": loss,
         "test_images": len(test),
         "epochs": len(history),
         "train_seconds": round(sum(record["seconds"] for record in history), 3),
         "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(state.params))),
-    }
+    }, sharding.to_host(logits)
 
 
 def training_arrays(state: TrainState) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from mnist_jax import report
 from mnist_jax.checkpoints import restore_variables
 from mnist_jax.cli import main
 from mnist_jax.config import TrainConfig
-from mnist_jax.data import load_train_test
+from mnist_jax.data import load_datasets, load_train_test
 from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.models import create_model
 from mnist_jax.rundir import CONFIG, HISTORY, METRICS, RunDir
@@ -23,6 +23,7 @@ from mnist_jax.summary import format_summary, summarize
 from mnist_jax.steps import predict_logits
 from mnist_jax.train import train_and_evaluate
 from tests.test_plots import assert_valid_png
+from tests.tolerances import CROSS_ENTROPY, MLP_LOGITS, assert_close
 
 DATA_URI = '<img src="data:image/png;base64,'
 FIGURES = {"curves", "samples", "confusion_matrix", "confusion_matrix_normalized", "predictions", "mistakes"}
@@ -136,3 +137,38 @@ def test_cli_rejects_a_nonsense_checkpoint_choice(run_dir, capsys):
     assert main(["report", str(run_dir.path), "--which", "newest"]) == 2
     assert capsys.readouterr().err.strip() == (
         "mnist-jax: error: Checkpoint choice 'newest' is not best, latest or an epoch number.")
+
+
+def test_a_report_from_training_shows_what_the_latest_checkpoint_predicts(tmp_path):
+    """In memory, after training: the final state's test predictions, the same as restoring the latest checkpoint."""
+    config = CONFIG_VALUES.replace(val_split=0.2)
+    datasets = load_datasets(config.dataset, config.source, None, config.val_split, config.seed)
+    result = train_and_evaluate(config, RunDir.create(tmp_path / "run"), datasets=datasets)
+    in_memory = report.ReportInputs.from_training(result, config, datasets)
+    restored = report.ReportInputs.from_checkpoint(result.run_dir.path, "latest")
+    assert (in_memory.which, in_memory.epoch) == ("latest", restored.epoch) == ("latest", 2)
+    assert_close(in_memory.predicted.probabilities, restored.predicted.probabilities, MLP_LOGITS + CROSS_ENTROPY)
+    np.testing.assert_array_equal(in_memory.predicted.labels, restored.predicted.labels)
+    accuracy = (in_memory.predicted.predictions == in_memory.predicted.labels).mean()
+    assert accuracy == pytest.approx(result.metrics["test_accuracy"], abs=1e-6)  # the very predictions scored
+    assert set(result.timings) == {"setup", "train", "test"} and all(v >= 0 for v in result.timings.values())
+
+
+def test_train_reports_from_memory_and_prints_its_wall_time_split(tmp_path, monkeypatch, capsys):
+    """`mnist-jax -v train` restores no checkpoint and predicts nothing again for its report."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report after training restored or predicted again")
+
+    monkeypatch.setattr(report, "restore_variables", refuse)
+    monkeypatch.setattr(report, "predict_test_set", refuse)
+    run = tmp_path / "run"
+    assert main(["-v", "train", "--dataset", "digits", "--model", "mlp", "--hidden", "32", "--epochs", "2",
+                 "--batch-size", "32", "--run-dir", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((run / METRICS).read_text())
+    classification = json.loads((run / report.CLASSIFICATION_REPORT).read_text())
+    assert classification["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert "latest checkpoint (epoch 2)" in (run / report.REPORT_HTML).read_text()
+    (split,) = [line for line in out.splitlines() if line.startswith("Wall time ")]
+    phases = re.findall(r"(\w+) (\d+\.\d) s", split)
+    assert [name for name, _ in phases] == ["time", "start", "load", "setup", "train", "test", "report", "other", "in"]

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from mnist_jax.errors import UserError, first_line
 
 EXIT_USER_ERROR = 2  # the same code argparse uses for a bad flag
 EXIT_INTERRUPTED = 130
+STARTED = time.perf_counter()  # when the command started (after Python itself): wall-time splits count from here
 log = logging.getLogger(__name__)
 
 

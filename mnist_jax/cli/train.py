@@ -6,11 +6,12 @@ Its flags are generated from `TrainConfig`: every field has one, with the field'
 import argparse
 import dataclasses
 import logging
+import time
 import types
 from typing import Any
 
 from mnist_jax import config as cfg
-from mnist_jax.cli import add_flag
+from mnist_jax.cli import STARTED, add_flag
 from mnist_jax.recipes import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def config_from_args(args: argparse.Namespace, base: cfg.TrainConfig | None = No
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_jax import sharding
+    from mnist_jax import compilation, sharding
     from mnist_jax.data import load_datasets
     from mnist_jax.errors import UserError
     from mnist_jax.train import steps_in_epoch, train_and_evaluate
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     mesh = sharding.make_mesh(args.devices)
     config = _resumed_config(args) if args.resume else config_from_args(args, _recipe(args))
     run_dir = _run_dir(args, config, primary)  # claimed first: a second train on it is refused before any slow work
+    seconds = {"start": time.perf_counter() - STARTED}
     try:
         datasets = load_datasets(config.dataset, config.source, config.data_dir, config.val_split, config.seed)
         steps_in_epoch(config, datasets)  # a batch larger than the data is an error before anything is written
@@ -93,20 +95,36 @@ def run(args: argparse.Namespace) -> int:
         if primary and not args.resume:
             run_dir.discard()  # a run that could not start leaves no empty run directory behind
         raise
+    seconds["load"] = time.perf_counter() - STARTED - seconds["start"]
     if primary:
         print(f"Run directory: {run_dir.path}")
-    result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, resume=bool(args.resume),
-                                progress=primary and not args.no_progress)
+    with compilation.count_compilations() as compiled:
+        result = train_and_evaluate(config, run_dir, mesh=mesh, datasets=datasets, resume=bool(args.resume),
+                                    progress=primary and not args.no_progress)
     if not primary:
         return 0
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f}  test loss: {metrics['test_loss']:.4f}  "
           f"({metrics['test_images']} images, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s training)")
+    seconds |= result.timings
     if not args.no_report:
-        from mnist_jax.report import write_report
+        from mnist_jax.report import ReportInputs, write_report
 
-        print(f"Report: {write_report(run_dir.path)}")
+        reported = time.perf_counter()
+        print(f"Report: {write_report(ReportInputs.from_training(result, config, datasets))}")
+        seconds["report"] = time.perf_counter() - reported
+    if args.verbose:
+        print(wall_time_split(seconds, compiled))
     return 0
+
+
+def wall_time_split(seconds: dict[str, float], compiled: Any) -> str:
+    """One line: the command's wall time so far and its phases, compilation (which overlaps them) last."""
+    total = time.perf_counter() - STARTED
+    phases = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+    other = total - sum(seconds.values())
+    return (f"Wall time {total:.1f} s: {phases}, other {other:.1f} s; XLA compiled {compiled.count} programs in "
+            f"{compiled.seconds:.1f} s within them (some on a second thread).")
 
 
 def _run_dir(args: argparse.Namespace, config: cfg.TrainConfig, primary: bool) -> Any:
