@@ -10,7 +10,7 @@ import types
 from typing import Any
 
 from mnist_jax import config as cfg
-from mnist_jax.cli import add_flag
+from mnist_jax.cli import add_compile_cache_flag, add_flag, use_compile_cache
 from mnist_jax.recipes import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
     add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
     add_flag(parser, "--no-report", "skip report.html and the figures at the end", action="store_true")
+    add_compile_cache_flag(parser)
     add_distributed_flags(parser)
     parser.set_defaults(run=run)
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.train import steps_in_epoch, train_and_evaluate
 
     sharding.initialize(args.coordinator_address, args.num_processes, args.process_id)  # before JAX starts
+    use_compile_cache(args)
     primary = sharding.is_primary()
     if not primary:
         logging.getLogger("mnist_jax").setLevel(logging.WARNING)  # process 0 tells the story
