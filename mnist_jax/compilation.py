@@ -173,20 +173,23 @@ def count_compilations() -> Iterator[CompilationCounter]:
 def enable_compile_cache(enabled: bool = True) -> Path | None:
     """Save compiled programs on disk and load them in later runs, for the rest of the process; return the folder.
 
-    The folder is $JAX_COMPILATION_CACHE_DIR when set, else `default_compile_cache_dir()`. `enabled=False` or
-    MNIST_JAX_COMPILE_CACHE=0 turns the cache off, JAX's own included; a folder that cannot be written is one
-    warning, and no cache.
+    The folder is `default_compile_cache_dir()`, kept under MNIST_JAX_COMPILE_CACHE_MB; or $JAX_COMPILATION_CACHE_DIR
+    when set, used as JAX would, without our limit (JAX's eviction fails on entries it wrote there without one).
+    `enabled=False` or MNIST_JAX_COMPILE_CACHE=0 turns the cache off, JAX's own included; a folder that cannot be
+    written is one warning, and no cache.
     """
     if not (enabled and cache_enabled_by_environment()):
         if jax.config.jax_compilation_cache_dir:  # only a folder makes JAX use its cache
             _configure({"jax_enable_compilation_cache": False})
         return None
-    directory = Path(os.environ.get(JAX_CACHE_DIR_ENV) or default_compile_cache_dir()).expanduser()
     limit = _size_limit_bytes()  # a bad value is an error before anything changes
+    users_own = os.environ.get(JAX_CACHE_DIR_ENV)
+    # Absolute: JAX's keys include the folder's path, which should not depend on the working directory.
+    directory = Path(users_own or default_compile_cache_dir()).expanduser().absolute()
     if not _writable(directory):
         _configure({"jax_enable_compilation_cache": False})
         return None
-    _configure(_cache_settings(directory, limit))
+    _configure(_cache_settings(directory, -1 if users_own else limit))
     _log_cache_warnings_once(directory)
     log.debug("Compiled programs are cached in %s.", directory)
     return directory

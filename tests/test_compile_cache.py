@@ -165,6 +165,21 @@ def test_a_bad_setting_is_one_sentence(name, value, message, monkeypatch, capsys
     assert capsys.readouterr().err.strip() == f"mnist-jax: error: {message}"
 
 
+def test_our_folder_has_the_size_limit_and_a_folder_set_for_jax_keeps_jax_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv(COMPILE_CACHE_ENV, "1")
+    monkeypatch.setenv(COMPILE_CACHE_MB_ENV, "3")
+    monkeypatch.setenv("MNIST_JAX_CACHE_DIR", str(tmp_path / "ours"))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    with persistent_cache(tmp_path / "unused"):  # puts every setting back afterwards
+        assert compilation.enable_compile_cache() == tmp_path / "ours" / "compile"
+        assert jax.config.jax_compilation_cache_max_size == 3 * 2**20
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0  # every program, however quick
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_own"))
+        assert compilation.enable_compile_cache() == tmp_path / "jax_own"
+        assert jax.config.jax_compilation_cache_max_size == -1
+        assert compilation.enable_compile_cache(False) is None and not jax.config.jax_enable_compilation_cache
+
+
 def test_the_default_folder_is_beside_the_mnist_files(monkeypatch, tmp_path):
     monkeypatch.delenv("MNIST_JAX_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
