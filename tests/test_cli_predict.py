@@ -154,7 +154,7 @@ def test_benchmark_json_reports_latency_and_throughput(run_dir, capsys):
     code, out, _ = predict(capsys, run_dir, "--benchmark", "--json")
     report = json.loads(out)
     assert code == 0 and report["model"] == "mlp"
-    assert_consistent_benchmark(report, [1, 64, 1024])
+    assert_consistent_benchmark(report, [1, 64, 512])
 
 
 @pytest.mark.parametrize("args, problem", [
