@@ -4,25 +4,46 @@ Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses
 about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
 ~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
 straightforward `nn.Conv` and `nn.max_pool`). The batch-last convolution serves the speedrun's small network.
+Outside loops the reverse holds, so programs without one (the Predictor's) trace under `native_ops()`.
 """
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+_NATIVE_OPS = contextvars.ContextVar("native_ops", default=False)
+
+
+@contextlib.contextmanager
+def native_ops() -> Iterator[None]:
+    """Trace `Conv` and `max_pool_2x2` as XLA's own convolution and reduce_window, for programs without loops.
+
+    Outside a loop those are XLA:CPU's fast path (the article CNN's inference: about 2x the im2col form at batch
+    64, 4x at 512); inside one (the scanned epoch, the batched evaluation) they are the slow path. The same
+    function: pooling bit for bit, the convolution within float32 rounding (it sums in another order).
+    """
+    token = _NATIVE_OPS.set(True)
+    try:
+        yield
+    finally:
+        _NATIVE_OPS.reset(token)
+
 
 class Conv(nn.Conv):
     """`nn.Conv` whose VALID or SAME, strided or not, case runs as im2col (shifted slices) and one matrix product.
 
     Same fields, parameter names, shapes and initialisation as `nn.Conv`, so checkpoints are interchangeable;
-    explicit padding, dilation or feature groups fall back to `nn.Conv` itself.
+    explicit padding, dilation or feature groups, or tracing under `native_ops()`, fall back to `nn.Conv` itself.
     """
 
     @nn.compact
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        if not _is_im2col_case(self):
+        if not _is_im2col_case(self) or _NATIVE_OPS.get():
             return super().__call__(x_BxHxWxC)
         kh, kw = self.kernel_size
         sh, sw = _pair(self.strides)
@@ -63,15 +84,21 @@ def _pad_same(x_BxHxWxC: jax.Array, kernel: tuple[int, int], strides: tuple[int,
     return jnp.pad(x_BxHxWxC, pads + [(0, 0)])
 
 
-@jax.custom_vjp
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
     """2x2 max pooling, stride 2, VALID (odd trailing rows/columns dropped), as a reshape and a max.
 
     Rows and columns are axes 1 and 2; the first and last axes are independent, so (F, H, W, B) works as well.
 
     Its gradient goes to the first maximum of each window in row-major order, exactly as XLA's
-    select_and_scatter (the gradient of `nn.max_pool`) does, ties included.
+    select_and_scatter (the gradient of `nn.max_pool`) does, ties included. Under `native_ops()`: `nn.max_pool`.
     """
+    if _NATIVE_OPS.get():
+        return nn.max_pool(x_BxHxWxC, (2, 2), strides=(2, 2), padding="VALID")
+    return _reshape_max_pool(x_BxHxWxC)
+
+
+@jax.custom_vjp
+def _reshape_max_pool(x_BxHxWxC: jax.Array) -> jax.Array:
     return _windows(x_BxHxWxC).max(axis=(2, 4))
 
 
@@ -82,7 +109,7 @@ def _windows(x_BxHxWxC: jax.Array) -> jax.Array:
 
 
 def _max_pool_forward(x):
-    pooled = max_pool_2x2(x)
+    pooled = _reshape_max_pool(x)
     return pooled, (x, pooled)
 
 
@@ -103,7 +130,7 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
     return (jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - h2 * 2), (0, x.shape[2] - w2 * 2), (0, 0))),)
 
 
-max_pool_2x2.defvjp(_max_pool_forward, _max_pool_backward)
+_reshape_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 class BatchLastConv(nn.Module):

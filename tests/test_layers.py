@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import BatchLastConv, Conv, PlainCNN, max_pool_2x2
+from mnist_jax.layers import BatchLastConv, Conv, PlainCNN, max_pool_2x2, native_ops
 from tests.tolerances import (CNN_LOGITS, SPEEDRUN_LOGITS, assert_close, assert_trees_close,
                               gradient_length)
 
@@ -71,6 +71,30 @@ def test_conv_falls_back_to_nn_conv_for_dilation_and_explicit_padding():
     dilated = Conv(4, (3, 3), kernel_dilation=2, padding="VALID")
     assert dilated.init_with_output(jax.random.key(0), x)[0].shape == (1, 24, 24, 4)
     assert Conv(4, (3, 3), padding=((1, 1), (1, 1))).init_with_output(jax.random.key(0), x)[0].shape[1] == 28
+
+
+def primitives(function, *args):
+    """The names of the primitives a function traces to."""
+    return {equation.primitive.name for equation in jax.make_jaxpr(function)(*args).eqns}
+
+
+def test_native_ops_trace_xla_convolution_and_pooling_with_the_same_results():
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 2))
+    conv = Conv(8, (3, 3), padding="VALID")
+    params = jax.tree.map(lambda p: p + 0.1, conv.init(jax.random.key(0), x))
+
+    def native(function):
+        def traced(*args):
+            with native_ops():
+                return function(*args)
+        return traced
+
+    assert "conv_general_dilated" not in primitives(conv.apply, params, x)  # im2col: slices and a dot
+    assert "conv_general_dilated" in primitives(native(conv.apply), params, x)
+    assert_close(jax.jit(native(conv.apply))(params, x), conv.apply(params, x), reduction_length=3 * 3 * 2 + 1)
+    assert "reduce_window_max" in primitives(native(max_pool_2x2), x)
+    np.testing.assert_array_equal(jax.jit(native(max_pool_2x2))(x), max_pool_2x2(x))
+    assert "conv_general_dilated" not in primitives(conv.apply, params, x)  # the switch ends with the block
 
 
 def test_cnn_equals_the_reference_model_in_logits_and_gradients():

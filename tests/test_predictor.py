@@ -19,12 +19,14 @@ from mnist_jax.predictor_bench import benchmark_predictor
 from mnist_jax.rundir import RunDir
 from mnist_jax.train import train_and_evaluate
 from tests.conftest import SteadyClock
-from tests.tolerances import CROSS_ENTROPY, assert_close, assert_differ
+from tests.tolerances import CNN_LOGITS, CROSS_ENTROPY, assert_close, assert_differ
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # one event per XLA compilation
 TINY = TrainConfig(dataset="digits", model="mlp", hidden=32, epochs=2, batch_size=32)
 LOGITS = 28 * 28 + TINY.hidden  # reduction length of the tiny MLP's logits (tests/tolerances.py)
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
+# The BatchNorm CNN's convolutions (1, 32, 32, 64 and 64 channels in) and its Dense, plus a few for each BatchNorm.
+BNCNN_LOGITS = 3 * 3 * (1 + 32 + 32 + 64) + 4 * 4 * 64 + 128 + 5 * 4
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +140,21 @@ def test_any_batch_size_compiles_at_most_one_program_per_bucket(trained):
             assert fresh.predict_logits(images[:count]).shape == (count, 10)
     assert 0 < len(compiled) <= len(BUCKETS)  # 0 would mean the listener saw nothing
     assert fresh._logits_fn._cache_size() == len(BUCKETS)  # 1..70 and 1000 use every bucket once
+
+
+@pytest.mark.parametrize("name, reduction_length", [("cnn", CNN_LOGITS), ("bncnn", BNCNN_LOGITS)])
+def test_convolutional_predictor_runs_xla_convolutions_with_model_apply_results(name, reduction_length):
+    """Without a loop in its program, the Predictor traces layers.native_ops(): XLA's own convolution, faster there
+    than the im2col form that model.apply (and training) runs, and the same function."""
+    model = create_model(name)
+    variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    variables = jax.tree.map(lambda v: v + 0.01, variables)  # non-zero biases and BatchNorm statistics
+    params, model_state = variables.pop("params"), variables
+    fresh = Predictor(model, params, model_state=model_state)
+    images = np.random.default_rng(2).integers(0, 256, (70, 28, 28), dtype=np.uint8)  # buckets of 64 and 8
+    assert "convolution" in fresh._logits_fn.lower(fresh.variables, images[:8].astype(np.float32)).as_text()
+    expected = model.apply({"params": params, **model_state}, prepare_images(images))
+    assert_close(fresh.predict_logits(images), expected, reduction_length)
 
 
 def test_large_batches_are_chunked_and_padded_without_changing_results(predictor):
