@@ -30,6 +30,7 @@ for dtype in float32 bfloat16; do
 done
 if "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   step compare-pytorch 90 "$py" scripts/compare_pytorch.py --batch-size 64 --steps 300 --repeats 5 --torch-device cuda --json
+  step compare-pytorch-inference 90 "$py" scripts/compare_pytorch.py --inference --torch-device cuda --json
 fi
 gpus=$("$py" -c "import jax; print(jax.device_count())")
 if [ "$gpus" -gt 1 ]; then  # data-parallel: the multi-device tests, and images/s on 1, 2, ... all GPUs
