@@ -94,11 +94,12 @@ def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
     """
     if _NATIVE_OPS.get():
         return nn.max_pool(x_BxHxWxC, (2, 2), strides=(2, 2), padding="VALID")
-    return _reshape_max_pool(x_BxHxWxC)
+    return reshape_max_pool(x_BxHxWxC)
 
 
 @jax.custom_vjp
-def _reshape_max_pool(x_BxHxWxC: jax.Array) -> jax.Array:
+def reshape_max_pool(x_BxHxWxC: jax.Array) -> jax.Array:
+    """`max_pool_2x2` outside `native_ops()`: a reshape and a max, with its custom gradient."""
     return _windows(x_BxHxWxC).max(axis=(2, 4))
 
 
@@ -109,7 +110,7 @@ def _windows(x_BxHxWxC: jax.Array) -> jax.Array:
 
 
 def _max_pool_forward(x):
-    pooled = _reshape_max_pool(x)
+    pooled = reshape_max_pool(x)
     return pooled, (x, pooled)
 
 
@@ -130,7 +131,7 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
     return (jnp.pad(grad_x, ((0, 0), (0, x.shape[1] - h2 * 2), (0, x.shape[2] - w2 * 2), (0, 0))),)
 
 
-_reshape_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+reshape_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 class BatchLastConv(nn.Module):

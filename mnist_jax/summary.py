@@ -32,7 +32,7 @@ _EXIT_MARK = "mnist_jax_summary_exit"
 # Operations between layers that readers know by another name: function or primitive name -> type shown.
 OPERATION_KINDS = {
     "relu": "ReLU", "relu6": "ReLU6", "gelu": "GELU", "silu": "SiLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
-    "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool", "max_pool_2x2": "MaxPool",
+    "softmax": "Softmax", "log_softmax": "LogSoftmax", "reduce_window_max": "MaxPool", "reshape_max_pool": "MaxPool",
     "reduce_window_sum": "SumPool", "convert_element_type": "Cast", "squeeze": "Squeeze", "transpose": "Transpose",
 }
 
