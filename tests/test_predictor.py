@@ -25,8 +25,9 @@ BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # one event per 
 TINY = TrainConfig(dataset="digits", model="mlp", hidden=32, epochs=2, batch_size=32)
 LOGITS = 28 * 28 + TINY.hidden  # reduction length of the tiny MLP's logits (tests/tolerances.py)
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
-# The BatchNorm CNN's convolutions (1, 32, 32, 64 and 64 channels in) and its Dense, plus a few for each BatchNorm.
+# The BatchNorm CNNs' convolutions and Dense, plus a few for each BatchNorm (bncnn: 5 convolutions, stridecnn: 7).
 BNCNN_LOGITS = 3 * 3 * (1 + 32 + 32 + 64) + 4 * 4 * 64 + 128 + 5 * 4
+STRIDECNN_LOGITS = 3 * 3 * (1 + 32 + 32 + 64) + 5 * 5 * (32 + 64) + 4 * 4 * 64 + 128 + 7 * 4
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,8 @@ def test_any_batch_size_compiles_at_most_one_program_per_bucket(trained):
     assert fresh._logits_fn._cache_size() == len(BUCKETS)  # 1..70 and 1000 use every bucket once
 
 
-@pytest.mark.parametrize("name, reduction_length", [("cnn", CNN_LOGITS), ("bncnn", BNCNN_LOGITS)])
+@pytest.mark.parametrize("name, reduction_length", [("cnn", CNN_LOGITS), ("bncnn", BNCNN_LOGITS),
+                                                     ("stridecnn", STRIDECNN_LOGITS)])
 def test_convolutional_predictor_runs_xla_convolutions_with_model_apply_results(name, reduction_length):
     """Without a loop in its program, the Predictor traces layers.native_ops(): XLA's own convolution, faster there
     than the im2col form that model.apply (and training) runs, and the same function."""
