@@ -215,7 +215,8 @@ TUOMASO_MEAN, TUOMASO_STD = 0.1307, 0.3081  # torchvision's MNIST normalisation,
 
 def tuomaso_data(datasets: Any, device: str) -> tuple[Any, Any, Any, Any]:
     """The recipe's preloaded tensors: normalised float32 (N, 1, 28, 28) images and int64 labels on `device`,
-    the training set shuffled once, as its data_saver.py saves them (once, untimed)."""
+    the training set shuffled once (DataLoader's shuffle there, NumPy's seed 0 here), as its data_saver.py saves
+    them (once, untimed)."""
     import torch
 
     def tensors(split, order):
@@ -225,6 +226,16 @@ def tuomaso_data(datasets: Any, device: str) -> tuple[Any, Any, Any, Any]:
 
     shuffled = np.random.default_rng(0).permutation(len(datasets.train))
     return (*tensors(datasets.train, shuffled), *tensors(datasets.test, np.arange(len(datasets.test))))
+
+
+def tuomaso_net(device: str):
+    """The notebook's Net as a Sequential: the same layers in the same order, so the same initialisation."""
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 24, 5, 1), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+        torch.nn.Conv2d(24, 32, 3, 1), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(800, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10), torch.nn.LogSoftmax(dim=1)).to(device)
 
 
 def tuomaso_run(seed: int, data: tuple[Any, Any, Any, Any]) -> dict[str, Any]:
@@ -245,11 +256,7 @@ def tuomaso_run(seed: int, data: tuple[Any, Any, Any, Any]) -> dict[str, Any]:
     train_images, train_labels, test_images, test_labels = data
     torch.manual_seed(seed)
     started = time.perf_counter()
-    model = torch.nn.Sequential(  # the notebook's Net: the same layers and order, so the same initialisation
-        torch.nn.Conv2d(1, 24, 5, 1), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
-        torch.nn.Conv2d(24, 32, 3, 1), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten(),
-        torch.nn.Linear(800, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10),
-        torch.nn.LogSoftmax(dim=1)).to(train_images.device)
+    model = tuomaso_net(train_images.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=TUOMASO_LR, betas=(0.7, 0.9))
     steps = (len(train_images) - 1) // TUOMASO_BATCH_SIZE + 1  # the last, smaller batch included
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TUOMASO_LR, total_steps=steps,

@@ -125,3 +125,13 @@ def test_pytorch_gets_the_predictors_weights_and_computes_its_logits(compare):
     pytest.importorskip("torch")
     timers = compare.inference_timers(batch_size=8, calls=1, device="cpu")  # checks the logits agree, or raises
     assert set(timers) == {"jax", "torch"} and all(timed() > 0 for timed in timers.values())
+
+
+def test_tuomasos_network_has_the_notebooks_shape_and_parameter_count(compare):
+    """Optional, with PyTorch: Conv 24 5x5 (624), Conv 32 3x3 (6,944), Dense 800->256 (205,056), Dense 256->10."""
+    torch = pytest.importorskip("torch")
+    net = compare.tuomaso_net("cpu")
+    assert sum(parameter.numel() for parameter in net.parameters()) == 624 + 6_944 + 205_056 + 2_570
+    log_probabilities = net(torch.zeros(3, 1, 28, 28))
+    assert log_probabilities.shape == (3, 10)
+    np.testing.assert_allclose(log_probabilities.exp().sum(1).detach().numpy(), 1, rtol=1e-6)
