@@ -158,11 +158,12 @@ def _pooling_patches(x_BxHxWxC: jax.Array, kh: int, kw: int) -> jax.Array:
     if out_h < 1 or out_w < 1:
         raise ValueError(f"{h}x{w} inputs are too small for a {kh}x{kw} kernel and 2x2 pooling.")
 
-    def rows(di: int, dj: int) -> jax.Array:  # window position (di, dj): features in (row, col, channel) order
-        return jnp.concatenate([x_BxHxWxC[:, di + i:di + i + 2 * out_h - 1:2, dj + j:dj + j + 2 * out_w - 1:2]
-                                for i in range(kh) for j in range(kw)], -1)
-
-    return jnp.stack([rows(di, dj) for di, dj in _WINDOW], -2)
+    # Each tap of each window position is the input at stride 2 from one of (kh + 1) x (kw + 1) offsets: slicing
+    # those once and concatenating once makes fewer, larger copies (faster at small batches).
+    strided = {(row, col): x_BxHxWxC[:, row:row + 2 * out_h - 1:2, col:col + 2 * out_w - 1:2]
+               for row in range(kh + 1) for col in range(kw + 1)}
+    taps = [strided[di + i, dj + j] for di, dj in _WINDOW for i in range(kh) for j in range(kw)]  # (row, col, channel)
+    return jnp.concatenate(taps, -1).reshape(b, out_h, out_w, len(_WINDOW), kh * kw * c)
 
 
 @jax.custom_vjp
