@@ -11,9 +11,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
-from orbax.checkpoint import checkpoint_managers
 
 from mnist_jax.errors import CheckpointError, first_line, root_cause
 from mnist_jax.jsonio import to_strict
@@ -32,29 +30,51 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # how Tensorstore's messa
 WRITERS_TIMEOUT = 30.0  # seconds to let the rest of a failed checkpoint's writes end (they take milliseconds)
 
 
+def _orbax() -> Any:
+    """orbax.checkpoint, imported on first use: a fifth of a second better spent after the first training step."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
+
+def _open_manager(directory: Path, read_only: bool) -> Any:
+    """A CheckpointManager keeping the KEEP_NEWEST newest checkpoints and the best one."""
+    ocp = _orbax()
+    from orbax.checkpoint import checkpoint_managers
+
+    preservation = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=KEEP_NEWEST),
+        checkpoint_managers.BestN(get_metric_fn=_score, n=1),  # ascending sort, keeps the highest
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=preservation, best_fn=_score, best_mode="max",
+        enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only,
+        save_interval_steps=0 if read_only else 1,  # what Orbax would force, minus its warning
+        cleanup_tmp_directories=not read_only,  # a save cut short by a crash leaves a temporary folder
+        # Folders made in save(), so a failure to make them is raised there: made in the background, it would
+        # leave Orbax's writer threads waiting minutes for them.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
+    try:
+        return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"Cannot open checkpoints in {directory}: {error}.") from None
+
+
 class Checkpointer:
     """Save parameters, optimizer state and JSON metadata after every epoch, asynchronously and atomically."""
 
     def __init__(self, directory: Path, read_only: bool = False):
-        preservation = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(n=KEEP_NEWEST),
-            checkpoint_managers.BestN(get_metric_fn=_score, n=1),  # ascending sort, keeps the highest
-        ])
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=preservation, best_fn=_score, best_mode="max",
-            enable_async_checkpointing=not read_only, read_only=read_only, create=not read_only,
-            save_interval_steps=0 if read_only else 1,  # what Orbax would force, minus its warning
-            cleanup_tmp_directories=not read_only,  # a save cut short by a crash leaves a temporary folder
-            # Folders made in save(), so a failure to make them is raised there: made in the background, it would
-            # leave Orbax's writer threads waiting minutes for them.
-            async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
-        try:
-            self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
-                                                 item_names=ITEMS)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"Cannot open checkpoints in {directory}: {error}.") from None
         self.directory = Path(directory)
+        self._read_only = read_only
+        self._manager = None  # opened on first use: importing Orbax takes a fifth of a second, after the first step
         self._writing: int | None = None  # the epoch of the last write started
+
+    @property
+    def manager(self) -> Any:
+        """Orbax's CheckpointManager for the folder, opened on first use."""
+        if self._manager is None:
+            self._manager = _open_manager(self.directory, self._read_only)
+        return self._manager
 
     def save(self, epoch: int, params: Any, training: Any, meta: dict[str, Any], score: float,
              model_state: Any = None) -> None:
@@ -64,6 +84,7 @@ class Checkpointer:
         epoch's save: training goes on at most the one epoch that overlapped it, and nothing is saved past it.
         """
         self.wait()
+        ocp = _orbax()
         items = {"params": ocp.args.StandardSave(params), "training": ocp.args.StandardSave(training),
                  "meta": ocp.args.JsonSave(to_strict(meta))}
         if model_state:
@@ -103,16 +124,17 @@ class Checkpointer:
 
     def restore_meta(self, epoch: int) -> dict[str, Any]:
         """The JSON metadata saved beside the arrays."""
-        return self._restore(epoch, meta=ocp.args.JsonRestore())["meta"]
+        return self._restore(epoch, meta=_orbax().args.JsonRestore())["meta"]
 
     def restore_arrays(self, epoch: int, **targets: Any) -> dict[str, Any]:
         """Restore the named array items ("params", "training") into the structure, shapes and dtypes given."""
         abstract = {name: jax.tree.map(_placed, target) for name, target in targets.items()}
-        return self._restore(epoch, **{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()})
+        restore = _orbax().args.StandardRestore
+        return self._restore(epoch, **{name: restore(tree) for name, tree in abstract.items()})
 
     def _restore(self, epoch: int, **args: Any) -> dict[str, Any]:
         try:
-            return dict(self.manager.restore(epoch, args=ocp.args.Composite(**args)))
+            return dict(self.manager.restore(epoch, args=_orbax().args.Composite(**args)))
         except Exception as error:  # Orbax raises many types for damaged or missing files
             cause = first_line(root_cause(error))
             raise CheckpointError(f"Checkpoint {self._path(epoch)} is damaged: {cause}") from None
@@ -152,6 +174,8 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until every pending write is on disk; a failed write is a CheckpointError, raised once."""
+        if self._manager is None:  # never opened: nothing written
+            return
         try:
             self.manager.wait_until_finished()
         except Exception as error:  # only writes run in the background: any error there is a failed write
@@ -167,7 +191,8 @@ class Checkpointer:
         return CheckpointError(f"Cannot write checkpoint {self._path(epoch)}: {_reason(error)}; {kept}.")
 
     def close(self) -> None:
-        self.manager.close()
+        if self._manager is not None:
+            self._manager.close()
 
     def _path(self, epoch: int) -> Path:
         return self.directory / str(epoch)
@@ -178,7 +203,7 @@ def _placed(leaf: Any) -> jax.ShapeDtypeStruct:
 
     Orbax would otherwise place arrays as they were saved, on devices a smaller machine may not have.
     """
-    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    struct = _orbax().utils.to_shape_dtype_struct(leaf)
     if getattr(struct, "sharding", None) is None:
         struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=SingleDeviceSharding(jax.local_devices()[0]))
     return struct

@@ -14,6 +14,18 @@ from mnist_jax import data, idx
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """No test writes into the user's ~/.cache; and commands run in tests compile afresh, without the persistent
+    compile cache, so that what a test counts or times does not depend on the tests before it
+    (tests/test_compile_cache.py turns it on where it is the subject)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("MNIST_JAX_CACHE_DIR"):
+            patch.setenv("MNIST_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("MNIST_JAX_COMPILE_CACHE", "0")
+        yield
+
+
 class SteadyClock:
     """A stand-in for the `time` module whose perf_counter advances `tick` seconds a reading, so each timed call
     lasts exactly one tick: timings tested without the clock (a power-of-two tick keeps the subtractions exact)."""

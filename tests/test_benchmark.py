@@ -8,6 +8,7 @@ import pytest
 
 from mnist_jax import benchmark as benchmark_module
 from mnist_jax import data
+from mnist_jax.compilation import COMPILE_CACHE_ENV, count_compilations, persistent_cache
 from mnist_jax.benchmark import DATASET_SIZE, benchmark
 from mnist_jax.cli import main
 from mnist_jax.config import TrainConfig
@@ -29,16 +30,32 @@ def test_benchmark_reports_speed_compile_time_and_no_recompilation(monkeypatch):
     # The warm-up compiled (the counter timed it) and the timed calls did not.
     assert result["train_compile_seconds"] > 0 and result["eval_compile_seconds"] > 0
     assert result["compilations_after_warmup"] == 0
+    # Compiled again with every in-memory program forgotten: each one loaded from the cache the warm-up filled.
+    assert result["warm_cache_hits"] == result["warm_programs"] >= 2
+    assert result["train_compile_seconds_warm"] >= 0 and result["eval_compile_seconds_warm"] >= 0
     # The process held the benchmark's images and labels (uint8 and int32), so its peak is at least their size.
     assert result["peak_memory_bytes"] >= DATASET_SIZE * (28 * 28 + 4)
 
 
 @pytest.mark.parametrize("loop", ["scan", "step"])
-def test_benchmark_cli_json(loop, capsys):
+def test_benchmark_cli_json(loop, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv(COMPILE_CACHE_ENV, "1")
+    monkeypatch.setenv("MNIST_JAX_CACHE_DIR", str(tmp_path))
     assert main(["benchmark", "--model", "mlp", "--steps", "3", "--repeats", "1", "--loop", loop, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert {"train_images_per_second", "eval_images_per_second", "compile_seconds"} <= result.keys()
+    assert {"train_images_per_second", "eval_images_per_second", "compile_seconds", "compile_seconds_warm"} <= \
+        result.keys()
     assert result["loop"] == loop and result["fast_compile"] is False
+    assert result["warm_cache_hits"] == result["warm_programs"] >= 1
+    assert not any(tmp_path.iterdir())  # its cache was a temporary one: the user's is left alone
+
+
+@pytest.mark.parametrize("off", [["--no-compile-cache"], []], ids=["flag", "environment"])
+def test_benchmark_without_the_compile_cache_reports_cold_compiles_only(off, capsys):
+    assert main(["benchmark", "--model", "mlp", "--steps", "3", "--repeats", "1", *off]) == 0  # the tests set it 0
+    out = capsys.readouterr().out
+    timings = [line for line in out.splitlines() if "images/s" in line]
+    assert len(timings) == 2 and all("compile" in line and "warm" not in line for line in timings)
 
 
 def test_benchmark_cli_times_the_fast_compile_program_on_request(capsys):
@@ -47,10 +64,12 @@ def test_benchmark_cli_times_the_fast_compile_program_on_request(capsys):
     assert result["fast_compile"] is True and result["compilations_after_warmup"] == 0
 
 
-def test_speedrun_reports_every_seed():
+def test_speedrun_reports_every_seed(tmp_path):
     digits = data.load_datasets("digits", val_split=0.2)
     recipe = RECIPE.replace(batch_size=32, epochs=3, learning_rate=3e-3)
-    result = run_speedrun(digits, seeds=2, recipe=recipe)
+    with persistent_cache(tmp_path), count_compilations() as counter:  # on around it, and still not used
+        result = run_speedrun(digits, seeds=2, recipe=recipe)
+    assert result["compile_cache"] is False and counter.cache_hits == 0 and not any(tmp_path.iterdir())
     assert [run["seed"] for run in result["runs"]] == [0, 1]
     accuracies = [run["test_accuracy"] for run in result["runs"]]
     assert result["test_accuracy_min"] == min(accuracies)

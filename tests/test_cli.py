@@ -171,3 +171,11 @@ RunDir.create(sys.argv[1])
 print("locked", flush=True)
 time.sleep(60)
 """
+
+
+def test_train_imports_no_more_than_it_needs_before_its_first_step():
+    """Orbax (the first checkpoint), Matplotlib (the report) and scikit-learn wait until a command uses them."""
+    code = ("import sys; from mnist_jax.cli import build_parser; build_parser(); import mnist_jax.train; "
+            "print(' '.join(m for m in ('orbax.checkpoint', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""

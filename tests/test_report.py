@@ -172,3 +172,4 @@ def test_train_reports_from_memory_and_prints_its_wall_time_split(tmp_path, monk
     (split,) = [line for line in out.splitlines() if line.startswith("Wall time ")]
     phases = re.findall(r"(\w+) (\d+\.\d) s", split)
     assert [name for name, _ in phases] == ["time", "start", "load", "setup", "train", "test", "report", "other", "in"]
+    assert "programs compiled in" in split

@@ -116,3 +116,17 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs) ->
     default = kwargs.get("default")
     suffix = "" if default is None or kwargs.get("action") == "store_true" else f" (default: {default})"
     parser.add_argument(flag, help=help + suffix, **kwargs)
+
+
+def add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-compile-cache, for the commands that compile programs."""
+    add_flag(parser, "--no-compile-cache", "compile every program afresh instead of loading the ones earlier runs "
+                                           "saved in the cache folder (MNIST_JAX_COMPILE_CACHE=0 does the same)",
+             action="store_true")
+
+
+def use_compile_cache(args: argparse.Namespace) -> None:
+    """Load compiled programs saved by earlier runs, and save new ones, unless --no-compile-cache says not to."""
+    from mnist_jax.compilation import enable_compile_cache
+
+    enable_compile_cache(not args.no_compile_cache)

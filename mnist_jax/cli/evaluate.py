@@ -3,7 +3,7 @@
 import argparse
 
 from mnist_jax import jsonio
-from mnist_jax.cli import add_flag
+from mnist_jax.cli import add_compile_cache_flag, add_flag, use_compile_cache
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -18,12 +18,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--data-dir", "folder with the MNIST IDX files (default: the run's, then $MNIST_JAX_DATA_DIR)",
              default=None)
     add_flag(parser, "--json", "print the metrics as one JSON object", action="store_true")
+    add_compile_cache_flag(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mnist_jax.predictor import evaluate_run, evaluate_runs
 
+    use_compile_cache(args)
     if len(args.run_dirs) == 1 and not args.tta:
         metrics = evaluate_run(args.run_dirs[0], which=args.which, data_dir=args.data_dir)
     else:

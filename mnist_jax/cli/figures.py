@@ -3,7 +3,7 @@
 import argparse
 
 from mnist_jax import config as cfg
-from mnist_jax.cli import add_flag
+from mnist_jax.cli import add_compile_cache_flag, add_flag, use_compile_cache
 
 DEFAULTS = cfg.TrainConfig()
 DEFAULT_SAMPLES_FILE = "samples.png"
@@ -20,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         add_flag(parser, "--which", "checkpoint to use: best, latest or an epoch number", default="best")
         add_flag(parser, "--data-dir", "folder with the MNIST IDX files (default: the run's, then $MNIST_JAX_DATA_DIR)",
                  default=None)
+        add_compile_cache_flag(parser)
         parser.set_defaults(run=run)
 
 
@@ -48,6 +49,7 @@ def run_samples(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from mnist_jax.report import write_report
 
+    use_compile_cache(args)
     print(write_report(args.run_dir, which=args.which, data_dir=args.data_dir))
     return 0
 
@@ -55,6 +57,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_plots(args: argparse.Namespace) -> int:
     from mnist_jax.report import write_figures
 
+    use_compile_cache(args)
     for path in write_figures(args.run_dir, which=args.which, data_dir=args.data_dir).figures.values():
         print(path)
     return 0

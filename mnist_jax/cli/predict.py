@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_jax import jsonio
-from mnist_jax.cli import EXIT_USER_ERROR, add_flag, print_error
+from mnist_jax.cli import EXIT_USER_ERROR, add_compile_cache_flag, add_flag, print_error, use_compile_cache
 from mnist_jax.errors import UserError
 
 if TYPE_CHECKING:  # importing the predictor loads JAX, which `--help` should not wait for
@@ -34,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--benchmark", "measure single-image latency and batched throughput instead",
              action="store_true")
     add_flag(parser, "--json", "print machine-readable JSON", action="store_true")
+    add_compile_cache_flag(parser)
     parser.set_defaults(run=run)
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.predictor import Predictor
 
     _check_mode(args)
+    use_compile_cache(args)
     predictor = Predictor.load(args.run_dir, args.which)
     if args.benchmark:
         return _benchmark(predictor, args.json)

@@ -3,7 +3,7 @@
 import argparse
 
 from mnist_jax import jsonio
-from mnist_jax.cli import add_flag
+from mnist_jax.cli import add_compile_cache_flag, add_flag, use_compile_cache
 from mnist_jax.cli.train import MODEL_FIELDS, add_config_flags, config_from_args
 
 
@@ -15,6 +15,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_flag(parser, "--diagram", "also draw the layers as boxes into this image file (.png, .svg, .pdf, ...)",
              default=None, metavar="FILE")
     add_flag(parser, "--json", "print the summary as one JSON object", action="store_true")
+    add_compile_cache_flag(parser)
     parser.set_defaults(run=run)
 
 
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.summary import format_summary, summarize, summary_totals, xla_flops
 
     config = config_from_args(args)
+    use_compile_cache(args)
     model = model_from_config(config)
     hparams = model_hparams(config.model, config.to_dict())
     rows = summarize(model)

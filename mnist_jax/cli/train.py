@@ -11,7 +11,7 @@ import types
 from typing import Any
 
 from mnist_jax import config as cfg
-from mnist_jax.cli import STARTED, add_flag
+from mnist_jax.cli import STARTED, add_compile_cache_flag, add_flag, use_compile_cache
 from mnist_jax.recipes import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  "(its config.json is used; only --epochs may change)", default=None, metavar="RUN_DIR")
     add_flag(parser, "--no-progress", "hide the progress bar", action="store_true")
     add_flag(parser, "--no-report", "skip report.html and the figures at the end", action="store_true")
+    add_compile_cache_flag(parser)
     add_distributed_flags(parser)
     parser.set_defaults(run=run)
 
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from mnist_jax.train import steps_in_epoch, train_and_evaluate
 
     sharding.initialize(args.coordinator_address, args.num_processes, args.process_id)  # before JAX starts
+    use_compile_cache(args)
     primary = sharding.is_primary()
     if not primary:
         logging.getLogger("mnist_jax").setLevel(logging.WARNING)  # process 0 tells the story
@@ -123,8 +125,9 @@ def wall_time_split(seconds: dict[str, float], compiled: Any) -> str:
     total = time.perf_counter() - STARTED
     phases = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
     other = total - sum(seconds.values())
-    return (f"Wall time {total:.1f} s: {phases}, other {other:.1f} s; XLA compiled {compiled.count} programs in "
-            f"{compiled.seconds:.1f} s within them (some on a second thread).")
+    loaded = f", {compiled.cache_hits} of them loaded from the compile cache" if compiled.cache_hits else ""
+    return (f"Wall time {total:.1f} s: {phases}, other {other:.1f} s; {compiled.count} programs compiled in "
+            f"{compiled.seconds:.1f} s within them (some on a second thread){loaded}.")
 
 
 def _run_dir(args: argparse.Namespace, config: cfg.TrainConfig, primary: bool) -> Any:
