@@ -3,13 +3,14 @@
 Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
 about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
 ~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
-straightforward `nn.Conv` and `nn.max_pool`). The batch-last convolution serves the speedrun's small network.
-Outside loops the reverse holds, so programs without one (the Predictor's) trace under `native_ops()`.
+straightforward `nn.Conv` and `nn.max_pool`). `ConvMaxPool` is both at once, for the article's CNN; the batch-last
+convolution serves the speedrun's small network. Outside loops the reverse holds, so programs without one (the
+Predictor's) trace under `native_ops()`.
 """
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +22,8 @@ _NATIVE_OPS = contextvars.ContextVar("native_ops", default=False)
 
 @contextlib.contextmanager
 def native_ops() -> Iterator[None]:
-    """Trace `Conv` and `max_pool_2x2` as XLA's own convolution and reduce_window, for programs without loops.
+    """Trace `Conv`, `ConvMaxPool` and `max_pool_2x2` as XLA's own convolution and reduce_window, for programs
+    without loops.
 
     Outside a loop those are XLA:CPU's fast path (the article CNN's inference: about 2x the im2col form at batch
     64, 4x at 512); inside one (the scanned epoch, the batched evaluation) they are the slow path. The same
@@ -132,6 +134,88 @@ def _max_pool_backward(residuals, grad_BxH2xW2xC):
 
 
 reshape_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+class ConvMaxPool(Conv):
+    """`max_pool_2x2(activation(Conv(...)(x)))`: a convolution, its activation and 2x2 max pooling, as one matrix
+    product and a max.
+
+    Same fields, parameter names, shapes and initialisation as `nn.Conv`, and an `activation` (None: none), which
+    must be non-decreasing (ReLU is): it is applied after pooling, on a quarter of the elements, where it gives the
+    same values and gradients. Only the VALID, stride-1 case takes the fused form; others, and tracing under
+    `native_ops()`, run `unfused`.
+    """
+
+    # Why: computed apart, the convolution's output (four times the pooled size) and its gradient are written, read,
+    # masked and transposed several times a step, which cost the article's CNN more than its matrix products
+    # (BENCHMARKS.md). Here the im2col rows come grouped by pooling window, so pooling is a max over one axis of the
+    # product, its gradient a mask of the same layout, and the kernel's gradient one product patches^T @ dy. The bias
+    # is added after pooling: max(y) + b rounds to the same values as max(y + b) (rounding is monotonic).
+
+    activation: Callable[[jax.Array], jax.Array] | None = None
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        fusable = _is_im2col_case(self) and self.padding == "VALID" and _pair(self.strides) == (1, 1)
+        if not fusable or _NATIVE_OPS.get():
+            return self.unfused(x_BxHxWxC)
+        kh, kw = self.kernel_size
+        cin = x_BxHxWxC.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
+        patches = _pooling_patches(x, kh, kw)  # (B, H', W', 4, kh * kw * C)
+        # A 2-D product: XLA then takes the kernel's gradient as patches^T @ dy, without transposing dy first.
+        y = patches.reshape(-1, patches.shape[-1]) @ kernel.reshape(kh * kw * cin, self.features)
+        y = _window_max(y.reshape(*patches.shape[:-1], self.features))
+        y = y + bias if bias is not None else y
+        return self.activation(y) if self.activation else y
+
+    def unfused(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """The same function as the layers it fuses, one after another (`mnist-jax summary` lists these)."""
+        y = super().__call__(x_BxHxWxC)
+        return max_pool_2x2(self.activation(y) if self.activation else y)
+
+
+_WINDOW = ((0, 0), (0, 1), (1, 0), (1, 1))  # a 2x2 window in row-major order: select_and_scatter's search order
+
+
+def _pooling_patches(x_BxHxWxC: jax.Array, kh: int, kw: int) -> jax.Array:
+    """(B, H', W', 4, kh * kw * C): for each pooled output, the im2col rows of the four convolution outputs of its
+    window; H' and W' are the pooled sizes, odd trailing convolution rows and columns dropped as pooling does."""
+    b, h, w, c = x_BxHxWxC.shape
+    out_h, out_w = (h - kh + 1) // 2, (w - kw + 1) // 2
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{h}x{w} inputs are too small for a {kh}x{kw} kernel and 2x2 pooling.")
+
+    # Each tap of each window position is the input at stride 2 from one of (kh + 1) x (kw + 1) offsets: slicing
+    # those once and concatenating once makes fewer, larger copies (faster at small batches).
+    strided = {(row, col): x_BxHxWxC[:, row:row + 2 * out_h - 1:2, col:col + 2 * out_w - 1:2]
+               for row in range(kh + 1) for col in range(kw + 1)}
+    taps = [strided[di + i, dj + j] for di, dj in _WINDOW for i in range(kh) for j in range(kw)]  # (row, col, channel)
+    return jnp.concatenate(taps, -1).reshape(b, out_h, out_w, len(_WINDOW), kh * kw * c)
+
+
+@jax.custom_vjp
+def _window_max(y_BxHxWx4xF: jax.Array) -> jax.Array:
+    """Max over the window axis (-2); the gradient goes to the first maximum, as select_and_scatter's does."""
+    return y_BxHxWx4xF.max(-2)
+
+
+def _window_max_forward(y):
+    pooled = y.max(-2)
+    return pooled, (y, pooled)
+
+
+def _window_max_backward(residuals, grad_BxHxWxF):
+    y, pooled = residuals
+    window = jnp.arange(y.shape[-2])[:, None]
+    # The first maximum's position, as a reduction: XLA computes it once, rather than again for each position.
+    first = jnp.where(y == pooled[..., None, :], window, y.shape[-2]).min(-2)
+    return (jnp.where(first[..., None, :] == window, grad_BxHxWxF[..., None, :], 0),)
+
+
+_window_max.defvjp(_window_max_forward, _window_max_backward)
 
 
 class BatchLastConv(nn.Module):

@@ -155,11 +155,20 @@ class _LayerRecorder:
         self._open_paths: list[tuple[str, ...]] = []  # modules whose __call__ is running, outermost first
         self._layer_flops = 0
         self._seen_paths: set[tuple[str, ...]] = set()
+        self._unfolding: set[tuple[str, ...]] = set()  # fused layers running as the layers they fuse
 
     def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         module = context.module
         if module.path == () or context.method_name != "__call__":
             return next_fun(*args, **kwargs)  # the model itself, or a helper method: not a layer of its own
+        if hasattr(module, "unfused") and module.path not in self._unfolding:
+            # A fused layer (layers.ConvMaxPool) is listed as the layers it fuses: its `unfused` form runs instead,
+            # whose super().__call__ becomes the layer's row, as the class it extends ("Conv").
+            self._unfolding.add(module.path)
+            try:
+                return module.unfused(*args, **kwargs)
+            finally:
+                self._unfolding.discard(module.path)
         outermost = not self._open_paths
         reentered = module.path in self._open_paths  # e.g. a subclass calling super().__call__
         if outermost:
@@ -176,7 +185,8 @@ class _LayerRecorder:
             _mark(_EXIT_MARK)
             first_call = module.path not in self._seen_paths  # a shared layer's parameters count once
             self._seen_paths.add(module.path)
-            self.layers.append(_module_row(module, args, outputs, self._layer_flops, first_call))
+            kind = type(module).__bases__[0].__name__ if module.path in self._unfolding else type(module).__name__
+            self.layers.append(_module_row(module, kind, args, outputs, self._layer_flops, first_call))
         return outputs
 
 
@@ -186,9 +196,10 @@ def _mark(scope: str) -> None:
         jax.lax.optimization_barrier(jnp.zeros((), jnp.int8))
 
 
-def _module_row(module: nn.Module, args: tuple, outputs: Any, flops: int, count_params: bool) -> LayerInfo:
+def _module_row(module: nn.Module, kind: str, args: tuple, outputs: Any, flops: int,
+                count_params: bool) -> LayerInfo:
     variables = module.variables if count_params else {}
-    return LayerInfo(name="/".join(module.path), kind=type(module).__name__,
+    return LayerInfo(name="/".join(module.path), kind=kind,
                      input_shape=_first_shape(args), output_shape=_first_shape(outputs),
                      params=_size(variables), trainable_params=_size(variables.get("params", {})), flops=flops)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import BatchLastConv, Conv, PlainCNN, max_pool_2x2, native_ops
+from mnist_jax.layers import BatchLastConv, Conv, ConvMaxPool, PlainCNN, max_pool_2x2, native_ops
 from tests.tolerances import (CNN_LOGITS, SPEEDRUN_LOGITS, assert_close, assert_trees_close,
                               gradient_length)
 
@@ -94,7 +94,44 @@ def test_native_ops_trace_xla_convolution_and_pooling_with_the_same_results():
     assert_close(jax.jit(native(conv.apply))(params, x), conv.apply(params, x), reduction_length=3 * 3 * 2 + 1)
     assert "reduce_window_max" in primitives(native(max_pool_2x2), x)
     np.testing.assert_array_equal(jax.jit(native(max_pool_2x2))(x), max_pool_2x2(x))
+    fused = ConvMaxPool(8, (3, 3), padding="VALID", activation=nn.relu)
+    assert {"conv_general_dilated", "reduce_window_max"} <= primitives(native(fused.apply), params, x)
+    assert_close(jax.jit(native(fused.apply))(params, x), fused.apply(params, x), reduction_length=3 * 3 * 2 + 1)
     assert "conv_general_dilated" not in primitives(conv.apply, params, x)  # the switch ends with the block
+
+
+@pytest.mark.parametrize("size, channels, activation", [(28, 1, nn.relu), (13, 3, None)])  # 13: a row dropped
+def test_conv_max_pool_equals_conv_activation_then_max_pool_in_values_and_gradients_including_ties(size, channels,
+                                                                                                  activation):
+    x = jax.random.normal(jax.random.key(0), (4, size, size, channels))
+    x = x.at[0].set(0.0).at[1, :, : size // 2].set(1.0)  # constant patches: windows of tied maxima
+    ours = ConvMaxPool(8, (3, 3), padding="VALID", activation=activation)
+    flax_conv = nn.Conv(8, (3, 3), padding="VALID")
+    params = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x), params)
+    params = jax.tree.map(lambda p: p + 0.1, params)
+
+    def reference(p, x):
+        y = flax_conv.apply(p, x)
+        return reference_pool(activation(y) if activation else y)
+
+    out = ours.apply(params, x)
+    assert_close(out, reference(params, x), reduction_length=3 * 3 * channels + 1)
+    cotangent = jax.random.normal(jax.random.key(1), out.shape)
+    grads_ours = jax.grad(lambda p, x: (ours.apply(p, x) * cotangent).sum(), (0, 1))(params, x)
+    grads_ref = jax.grad(lambda p, x: (reference(p, x) * cotangent).sum(), (0, 1))(params, x)
+    # Kernel gradients sum over the batch and the pooled positions; input gradients (where a tie sent to another
+    # window position would show) over the kernel's windows and the 8 filters.
+    assert_trees_close(grads_ours, grads_ref, reduction_length=x.shape[0] * out.shape[1] * out.shape[2] + 3 * 3 * 8)
+
+
+def test_conv_max_pool_runs_other_paddings_as_conv_then_max_pool():
+    x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    ours = ConvMaxPool(4, (3, 3), padding="SAME", activation=nn.relu)
+    params = ours.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(ours.apply(params, x), max_pool_2x2(nn.relu(Conv(4, (3, 3), padding="SAME").apply(
+        params, x))))
+    assert ours.apply(params, x).shape == (2, 14, 14, 4)
 
 
 def test_cnn_equals_the_reference_model_in_logits_and_gradients():
