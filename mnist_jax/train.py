@@ -51,7 +51,7 @@ class TrainResult:
     model: nn.Module  # the network trained
     test_logits: np.ndarray  # (N, 10): the final state's on every test image, the ones the test metrics came from
     timings: dict[str, float]  # wall seconds: setup (before the first epoch), train (the epochs: training, validation,
-    # checkpoints), test (with the last checkpoint's write)
+    # checkpoints), test (and closing the checkpoints)
 
 
 @dataclasses.dataclass(frozen=True)
