@@ -51,9 +51,7 @@ class Conv(nn.Conv):
         kh, kw = self.kernel_size
         sh, sw = _pair(self.strides)
         cin = x_BxHxWxC.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = self._promoted_parameters(x_BxHxWxC)
         if self.padding == "SAME":
             x = _pad_same(x, (kh, kw), (sh, sw))
         out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
@@ -62,6 +60,14 @@ class Conv(nn.Conv):
                                    for i in range(kh) for j in range(kw)], -1)
         y = patches @ kernel.reshape(kh * kw * cin, self.features)
         return y + bias if bias is not None else y
+
+    def _promoted_parameters(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """The input, `nn.Conv`'s kernel (kh, kw, C, F) and bias (None without one), in the computation's dtype."""
+        kh, kw = self.kernel_size
+        shape = (kh, kw, x_BxHxWxC.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        return nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
 
 
 def _is_im2col_case(conv: nn.Conv) -> bool:
@@ -162,9 +168,7 @@ class ConvMaxPool(Conv):
             return self.unfused(x_BxHxWxC)
         kh, kw = self.kernel_size
         cin = x_BxHxWxC.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = self._promoted_parameters(x_BxHxWxC)
         patches = _pooling_patches(x, kh, kw)  # (B, H', W', 4, kh * kw * C)
         # A 2-D product: XLA then takes the kernel's gradient as patches^T @ dy, without transposing dy first.
         y = patches.reshape(-1, patches.shape[-1]) @ kernel.reshape(kh * kw * cin, self.features)
