@@ -114,8 +114,8 @@ def speedups(fast_compile: bool = False, precompile: Sequence[Callable[[], Any]]
     """Inside the block, run `precompile` (ahead-of-time compiles) on a second thread and, with `fast_compile`,
     compile the training programs in about half the time for somewhat slower steps (short runs: the speedrun).
 
-    Compiling the programs that come later (the epoch's plan, evaluation) while this thread initialises and
-    compiles training saves about a third of a second a run on 2 cores; a failed compile raises at the end.
+    Compiling training and evaluation there while this thread initialises saves a few tenths of a second a run on
+    2 cores (a call of a program still compiling waits for it); a failed compile raises at the end.
     """
     previous = _settings.fast_compile_training
     _settings.fast_compile_training = fast_compile

@@ -94,6 +94,11 @@ def replicated(tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(tree, PartitionSpec())
 
 
+def batches_sharding(mesh: Mesh) -> NamedSharding:
+    """Where `split_batches` puts a block of batch indices: each device holds its share of every batch (axis 1)."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA))
+
+
 def split_batches(batches_SxB: jax.Array) -> jax.Array:
     """Inside a jitted program under a mesh: each device takes its share of every batch (axis 1)."""
     if jax.sharding.get_abstract_mesh().empty:

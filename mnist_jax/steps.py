@@ -117,17 +117,30 @@ def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tup
     A resumed run repeats them exactly, whatever the device count; the shuffled remainder that does not fill a batch
     is skipped. Under a mesh, each device gets its share of every batch.
     """
+    return _shuffled_batches(seed, epoch, num_examples, batch_size)
+
+
+@functools.partial(compilation.jit, static_argnames=("num_examples", "batch_size", "steps_per_call"),
+                   fastest_compile=True)
+def epoch_calls(seed: int, epoch: int, num_examples: int, batch_size: int,
+                steps_per_call: int) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """`epoch_plan`'s batches cut into one (steps, batch_size) block per `train_steps` call, `steps_per_call` rows
+    each (0: the whole epoch), and the dropout key.
+
+    Cut in the same program: slicing in the loop would compile a program of its own before the first step.
+    """
+    batches, dropout_rng = _shuffled_batches(seed, epoch, num_examples, batch_size)
+    steps = batches.shape[0]
+    rows = steps_per_call or steps
+    return tuple(sharding.split_batches(batches[start:start + rows]) for start in range(0, steps, rows)), dropout_rng
+
+
+def _shuffled_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
     shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
     steps = num_examples // batch_size
     order = jax.random.permutation(shuffle_rng, num_examples)
     return sharding.split_batches(order[: steps * batch_size].reshape(steps, batch_size)), dropout_rng
-
-
-@compilation.jit
-def add_metrics(totals: Metrics, metrics: Metrics) -> Metrics:
-    """Sum two metric dicts on the device, without a sync."""
-    return jax.tree.map(jnp.add, totals, metrics)
 
 
 def batched_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_size: int) -> jax.Array:

@@ -105,10 +105,12 @@ def train_and_evaluate(config: TrainConfig, run_dir: RunDir | str | os.PathLike 
         check_fits(model)  # model_from_config checks the configured ones
     train = DeviceSplit.put(datasets.train, mesh)
     val = DeviceSplit.put(datasets.val, mesh) if datasets.val is not None else None
-    precompile = _programs_to_precompile(config, datasets, model, mesh)
+    # Made once, so the training program compiled ahead and the loop's first call are the same program.
+    state_args = _init_state_args(config, steps_per_epoch, model, loss_fn, optimizer)
+    precompile = _programs_to_precompile(config, datasets, mesh, state_args)
     with (jax.set_mesh(mesh), _claimed(run_dir, resume) as run_dir,
           compilation.speedups(config.fast_compile, precompile), _checkpointer(run_dir) as checkpointer):
-        state = initial_state(config, steps_per_epoch, model, loss_fn, optimizer)
+        state = steps.init_state(*state_args)
         network = network_meta(config, model if custom_model else None)
         state, history = _restore(run_dir, checkpointer, state, network) if resume else (state, [])
         if run_dir:  # only now: a resume that fails leaves the run as it was
@@ -150,32 +152,43 @@ def steps_in_epoch(config: TrainConfig, datasets: Datasets) -> int:
 def initial_state(config: TrainConfig, steps_per_epoch: int, model: nn.Module | None = None,
                   loss_fn: LossFn | None = None, optimizer: optax.GradientTransformation | None = None) -> TrainState:
     """Fresh parameters and optimizer state for `config`; the pieces given replace the ones it names."""
+    return steps.init_state(*_init_state_args(config, steps_per_epoch, model, loss_fn, optimizer))
+
+
+def _init_state_args(config: TrainConfig, steps_per_epoch: int, model: nn.Module | None = None,
+                     loss_fn: LossFn | None = None, optimizer: optax.GradientTransformation | None = None) -> tuple:
+    """`steps.init_state`'s arguments for `config`; the pieces given replace the ones it names."""
     model = model or model_from_config(config)
     loss_fn = loss_fn or loss_from_config(config.loss, config.label_smoothing)
     optimizer = optimizer or optimizer_from_config(config, steps_per_epoch * config.epochs)
-    return steps.init_state(model, optimizer, loss_fn, config.seed, config.init, AffineRanges.of(config),
-                            config.ema)
+    return model, optimizer, loss_fn, config.seed, config.init, AffineRanges.of(config), config.ema
 
 
 def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoch: int,
                 progress: bool = False) -> tuple[TrainState, dict[str, Any]]:
     """One shuffled pass over the training split, `steps_per_call` steps per jitted call (one with loop="step")."""
     started = time.perf_counter()
-    batches, dropout_rng = steps.epoch_plan(config.seed, epoch, len(train), config.batch_size)
-    chunk = 1 if config.loop == "step" else (config.steps_per_call or len(batches))
-    totals = None
-    with tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress) as bar:
-        for start in range(0, len(batches), chunk):
-            if config.loop == "step":
-                state, metrics = steps.train_one_step(state, train.images, train.labels, batches[start], dropout_rng)
-            else:
-                state, metrics = steps.train_steps(state, train.images, train.labels, batches[start:start + chunk],
-                                                   dropout_rng)
-            totals = metrics if totals is None else steps.add_metrics(totals, metrics)
+    if config.loop == "step":
+        calls, dropout_rng = steps.epoch_plan(config.seed, epoch, len(train), config.batch_size)
+        train_call, steps_per = steps.train_one_step, lambda _: 1  # a row of batch indices per call
+    else:
+        calls, dropout_rng = steps.epoch_calls(config.seed, epoch, len(train), config.batch_size,
+                                               config.steps_per_call)
+        train_call, steps_per = steps.train_steps, len  # a block of rows per call
+    call_metrics, steps_done, loss_sum = [], 0, 0.0
+    with tqdm(total=len(train) // config.batch_size, desc=f"epoch {epoch}/{config.epochs}", unit="step",
+              disable=not progress) as bar:
+        for batches in calls:
+            state, metrics = train_call(state, train.images, train.labels, batches, dropout_rng)
+            call_metrics.append(metrics)
+            steps_done += steps_per(batches)
             if progress:  # reading the running loss syncs with the device once per call
-                bar.update(min(chunk, len(batches) - start))
-                bar.set_postfix(loss=f"{float(totals['loss']) / bar.n:.4f}")
-    means = {f"train_{name}": float(total) / len(batches) for name, total in totals.items()}
+                loss_sum += float(metrics["loss"])
+                bar.update(steps_per(batches))
+                bar.set_postfix(loss=f"{loss_sum / steps_done:.4f}")
+    # Summed on the host once the epoch is done: one sync, and no program to compile for the sum.
+    totals = {name: sum(float(values[name]) for values in jax.device_get(call_metrics)) for name in call_metrics[0]}
+    means = {f"train_{name}": total / steps_done for name, total in totals.items()}
     return state, {"epoch": epoch, **means, "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -241,27 +254,43 @@ def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
             checkpointer.close()
 
 
-def _programs_to_precompile(config: TrainConfig, datasets: Datasets, model: nn.Module, mesh: Mesh) -> list:
-    """Compiles of the epoch's plan and of the validation and test evaluations, for compilation.speedups.
+def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh, state_args: tuple) -> list:
+    """Compiles of the training program and of the validation and test evaluations, for compilation.speedups.
 
-    Each is lowered exactly as the loop will call it (same mesh, same shardings), so the loop finds it compiled.
+    Each is lowered exactly as the loop will call it (same shapes, equivalent shardings), so the loop finds it
+    compiled, or waits for the compile under way: training compiles while this thread initialises the parameters
+    and shuffles the first epoch.
     """
     whole = NamedSharding(mesh, PartitionSpec())
 
-    def plan():
+    def training():
+        if config.loop != "scan":
+            return
+        state = _placed(steps.init_state.eval_shape(*state_args), whole)
+        images, labels = (_shape_of(array, whole) for array in (datasets.train.images, datasets.train.labels))
         with jax.set_mesh(mesh):
-            steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
+            calls, rng = steps.epoch_calls.eval_shape(config.seed, 1, len(datasets.train), config.batch_size,
+                                                      config.steps_per_call)
+            for shape in dict.fromkeys(call.shape for call in calls):  # a shorter last call is another program
+                batches = jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding.batches_sharding(mesh))
+                steps.train_steps.lower(state, images, labels, batches, _placed(rng, whole)).compile()
 
     def evaluations():
-        variables = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=whole),
-                                 abstract_variables(model))  # shapes only, traced on the second thread too
+        variables = _placed(abstract_variables(state_args[0]), whole)  # shapes only, traced on the second thread too
         for split in (datasets.val, datasets.test):
             if split is not None:
                 images, labels = (_shape_of(array, whole) for array in (split.images, split.labels))
                 with jax.set_mesh(mesh):
-                    steps.eval_step.lower(model.apply, variables, images, labels, config.eval_batch_size).compile()
+                    steps.eval_step.lower(state_args[0].apply, variables, images, labels,
+                                          config.eval_batch_size).compile()
 
-    return [plan, evaluations]
+    return [training, evaluations]
+
+
+def _placed(shapes: Any, placement: NamedSharding) -> Any:
+    """Shapes (jax.ShapeDtypeStruct leaves) placed as `placement`."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, weak_type=leaf.weak_type,
+                                                          sharding=placement), shapes)
 
 
 def _shape_of(array: Any, placement: NamedSharding) -> jax.ShapeDtypeStruct:

@@ -101,6 +101,48 @@ def test_batchnorm_statistics_are_over_the_whole_batch_on_every_mesh():
             assert_close(leaf, expected, reduction_length=32 * 26 * 26)
 
 
+# One process: count each program's compiles over a training run on 1 and 2 devices.
+COMPILES = """
+import collections, json, logging, jax
+from mnist_jax import TrainConfig, train_and_evaluate
+from mnist_jax.data import load_datasets
+from mnist_jax.sharding import make_mesh
+compiled = collections.Counter()
+class Names(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("Finished XLA compilation of jit("):
+            name = record.getMessage().split("jit(")[1].split(")")[0]
+            compiled[name] += 1
+            compiled[f"{name} ahead"] += record.threadName != "MainThread"
+logging.getLogger("jax").addHandler(Names())
+logging.getLogger("jax").setLevel(logging.DEBUG)
+jax.config.update("jax_log_compiles", True)
+datasets = load_datasets("digits", val_split=0.2, seed=0)
+config = TrainConfig(dataset="digits", model="cnn", filters=4, epochs=2, batch_size=32, steps_per_call=10)
+results = {}
+for devices in (1, 2):
+    jax.clear_caches()
+    compiled.clear()
+    train_and_evaluate(config, mesh=make_mesh(devices), datasets=datasets)
+    results[devices] = dict(compiled)
+print(json.dumps(results))
+"""
+
+
+def test_the_loop_runs_the_programs_compiled_ahead_without_compiling_them_again():
+    """Training and both evaluations compile on the second thread while the first thread initialises; the loop
+    finds them there (or waits for them), on one device and on two: each program is compiled once."""
+    done = run_python(["-c", COMPILES], devices=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for devices, compiled in json.loads(done.stdout.strip().splitlines()[-1]).items():
+        # 35 steps an epoch in calls of 10: blocks of 10 and of 5 rows, two training programs; validation and test.
+        ahead = {name: compiled.pop(f"{name} ahead") for name in list(compiled) if f"{name} ahead" in compiled}
+        assert compiled == {"init_state": 1, "epoch_calls": 1, "train_steps": 2, "eval_step": 2}, devices
+        # The first training program at least: the loop waits for it. (The rest may race the loop to the compiler;
+        # whichever thread gets there first compiles, the other waits.)
+        assert ahead["train_steps"] >= 1 and ahead["init_state"] == 0, devices
+
+
 def test_a_checkpoint_crosses_device_counts_both_ways(tmp_path):
     """Saved on 4 devices, resumed on 1 (and the other way round): the curve an uninterrupted run draws."""
     epochs_1 = [*DIGITS, "--epochs", "1", "--schedule", "constant"]
