@@ -1,5 +1,7 @@
 """Figures of a run: training curves, sample digits, confusion matrices, prediction galleries; PNG files."""
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from mnist_jax.errors import InputError, UserError
 from mnist_jax.rundir import write_atomically
 
 DPI = 100  # pixels per inch of the saved PNGs
+FINGERPRINT_KEY = "mnist_jax inputs"  # a PNG text chunk: what the figure was drawn from, so it is drawn only anew
 COLUMNS = 5  # images per row in every gallery
 TILE_WIDTH_INCHES = 1.5  # one gallery image
 TILE_HEIGHT_INCHES = 1.9  # one gallery image with its two-line caption
@@ -32,13 +35,43 @@ TRAIN_STYLE = {"color": "tab:blue", "marker": "o", "label": "training"}
 VAL_STYLE = {"color": "tab:orange", "marker": "s", "linestyle": "--", "label": "validation"}
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as a PNG file, atomically; a missing folder, full disk or unwritable path is a UserError."""
+def save_figure(fig: Figure, path: str | Path, fingerprint: str | None = None) -> Path:
+    """Write a figure as a PNG file, atomically, with `fingerprint` (of what it was drawn from) in its text chunks;
+    a missing folder, full disk or unwritable path is a UserError."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    metadata = {FINGERPRINT_KEY: fingerprint} if fingerprint else None
     # format="png": the temporary's name does not say it; dpi="figure" keeps each figure's own resolution.
-    return write_atomically(path, lambda temporary: fig.savefig(temporary, format="png", dpi="figure"))
+    return write_atomically(path, lambda temporary: fig.savefig(temporary, format="png", dpi="figure",
+                                                                metadata=metadata))
+
+
+def fingerprint(*inputs: Any) -> str:
+    """A digest of what a figure is drawn from (arrays, JSON-like values), this package's version and Matplotlib's."""
+    import matplotlib
+
+    from mnist_jax import __version__
+
+    digest = hashlib.blake2b(json.dumps([__version__, matplotlib.__version__]).encode(), digest_size=16)
+    for value in inputs:
+        if isinstance(value, np.ndarray):
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).data)
+        else:
+            digest.update(json.dumps(value, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
+
+
+def saved_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint save_figure wrote into a PNG; None for a missing, foreign or unreadable file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get(FINGERPRINT_KEY) if image.format == "PNG" else None
+    except (OSError, ValueError, SyntaxError):  # missing, not an image, truncated: Pillow's errors for these
+        return None
 
 
 def plot_history(history: Sequence[dict[str, Any]]) -> Figure:

@@ -4,7 +4,7 @@ import base64
 import dataclasses
 import html
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +123,14 @@ def write_figures(run: Run, which: str | int = "best", data_dir: str | None = No
     figures = draw_figures(run_dir.read_history(), inputs.train, predicted, inputs.class_names, config.seed,
                            AffineRanges.of(config))
     rows = summarize(inputs.model)
-    figures["model"] = draw_model(inputs.model, rows)
+    figures["model"] = Drawing((format_summary(rows),), lambda: draw_model(inputs.model, rows))
     folder = run_dir.path / FIGURES_DIR
     try:
         folder.mkdir(exist_ok=True)
     except OSError as error:
         raise UserError(f"Cannot create {folder}: {error.strerror or error}.") from None
-    paths = {name: plots.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()}
+    # A figure drawn from the same inputs before (a report run again, a resumed run's samples) is kept as it is.
+    paths = {name: save_if_changed(folder / f"{name}.png", drawing) for name, drawing in figures.items()}
     classification = plots.classification_metrics(predicted.labels, predicted.predictions, inputs.class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)
     log.info("Wrote %d figures into %s.", len(paths), folder)
@@ -143,23 +144,45 @@ def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int
     return Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
 
 
+@dataclasses.dataclass(frozen=True)
+class Drawing:
+    """A figure not drawn yet, and what it is drawn from."""
+
+    inputs: tuple  # arrays and JSON-like values: plots.fingerprint's arguments
+    draw: Callable[[], Figure]
+
+
 def draw_figures(history: list[dict[str, Any]], train: Split, predicted: Predictions, class_names: Sequence[str],
-                 seed: int, augmented: AffineRanges = AffineRanges()) -> dict[str, Figure]:
+                 seed: int, augmented: AffineRanges = AffineRanges()) -> dict[str, Drawing]:
     """Every figure of the report except the model diagram, keyed by file stem; with augmentation, warped samples."""
-    p = predicted
+    p, names = predicted, list(class_names)
+    samples = plots.pick_indices(len(train), min(plots.DEFAULT_SAMPLES, len(train)), seed)
+    warped = plots.pick_indices(len(train), min(plots.AUGMENTED_ROWS, len(train)), seed)
+    shown = plots.pick_indices(len(p.labels), min(plots.DEFAULT_PREDICTIONS, len(p.labels)), seed)
+    tested = plots.fingerprint(p.images, p.labels, p.predictions, p.probabilities)  # once, for four figures
     return {
-        "curves": plots.plot_history(history),
-        "samples": plots.plot_samples(train.images, train.labels, min(plots.DEFAULT_SAMPLES, len(train)),
-                                      class_names, seed),
-        **({"augmented": plots.plot_augmented(train.images, augmented, seed)} if augmented else {}),
-        "confusion_matrix": plots.plot_confusion_matrix(p.labels, p.predictions, class_names),
-        "confusion_matrix_normalized": plots.plot_confusion_matrix(p.labels, p.predictions, class_names,
-                                                                   normalize=True),
-        "predictions": plots.plot_predictions(p.images, p.labels, p.predictions, p.probabilities,
-                                              min(plots.DEFAULT_PREDICTIONS, len(p.labels)), class_names, seed),
-        "mistakes": plots.plot_mistakes(p.images, p.labels, p.predictions, p.probabilities,
-                                        class_names=class_names),
+        "curves": Drawing((history,), lambda: plots.plot_history(history)),
+        "samples": Drawing((train.images[samples], train.labels[samples], names), lambda: plots.plot_samples(
+            train.images, train.labels, len(samples), class_names, seed)),
+        **({"augmented": Drawing((train.images[warped], list(augmented), seed),
+                                 lambda: plots.plot_augmented(train.images, augmented, seed))} if augmented else {}),
+        "confusion_matrix": Drawing((tested, names), lambda: plots.plot_confusion_matrix(
+            p.labels, p.predictions, class_names)),
+        "confusion_matrix_normalized": Drawing((tested, names), lambda: plots.plot_confusion_matrix(
+            p.labels, p.predictions, class_names, normalize=True)),
+        "predictions": Drawing((tested, names, shown), lambda: plots.plot_predictions(
+            p.images, p.labels, p.predictions, p.probabilities, len(shown), class_names, seed)),
+        "mistakes": Drawing((tested, names), lambda: plots.plot_mistakes(
+            p.images, p.labels, p.predictions, p.probabilities, class_names=class_names)),
     }
+
+
+def save_if_changed(path: Path, drawing: Drawing) -> Path:
+    """Draw and save the figure, unless the PNG at `path` was drawn from the same inputs (its fingerprint says)."""
+    fingerprint = plots.fingerprint(path.stem, *drawing.inputs)
+    if plots.saved_fingerprint(path) == fingerprint:
+        return path
+    return plots.save_figure(drawing.draw(), path, fingerprint)
 
 
 # The HTML page: every value escaped, CSS inline, PNGs as data URIs, no scripts and no links.

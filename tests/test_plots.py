@@ -240,3 +240,24 @@ def test_cli_samples_into_a_missing_folder_exits_2_with_one_sentence(tmp_path, c
     error = capsys.readouterr().err.strip()
     assert error == f"mnist-jax: error: Cannot write {out}: the folder {out.parent} does not exist."
     assert not out.exists()
+
+
+def test_a_fingerprint_changes_with_any_value_shape_or_dtype_of_its_inputs():
+    images = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    same = plots.fingerprint(images, {"seed": 0}, [1, 2])
+    assert plots.fingerprint(images.copy(), {"seed": 0}, [1, 2]) == same
+    changed = images.copy()
+    changed[1, 2, 3] += 1
+    for other in ((changed, {"seed": 0}, [1, 2]), (images.reshape(3, 2, 4), {"seed": 0}, [1, 2]),
+                  (images.astype(np.int8), {"seed": 0}, [1, 2]), (images, {"seed": 1}, [1, 2]), (images, [1, 2])):
+        assert plots.fingerprint(*other) != same
+
+
+def test_a_saved_figure_carries_its_fingerprint_and_other_files_have_none(tmp_path):
+    path = plots.save_figure(plots.plot_history([]), tmp_path / "curves.png", "abc123")
+    assert plots.saved_fingerprint(path) == "abc123"
+    assert plots.saved_fingerprint(plots.save_figure(plots.plot_history([]), tmp_path / "plain.png")) is None
+    for name, content in (("text.png", b"hello"), ("cut.png", path.read_bytes()[:60])):
+        (tmp_path / name).write_bytes(content)
+        assert plots.saved_fingerprint(tmp_path / name) is None
+    assert plots.saved_fingerprint(tmp_path / "missing.png") is None

@@ -109,6 +109,32 @@ def test_one_epoch_run_without_validation_and_odd_name(run_dir, tmp_path):
     assert_valid_png((copy / report.FIGURES_DIR / "curves.png").read_bytes())
 
 
+def test_a_report_drawn_again_redraws_only_the_figures_whose_inputs_changed(run_dir, page, tmp_path, monkeypatch):
+    """Each PNG keeps a fingerprint of what it was drawn from: the same report again draws nothing, a shorter
+    history redraws the curves alone, and a PNG without a fingerprint (an older one, someone's own) is redrawn."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir.path, copy)  # with the figures the page fixture drew
+    drawn = []
+    save_figure = report.plots.save_figure
+    monkeypatch.setattr(report.plots, "save_figure", lambda fig, path, *rest: drawn.append(path.stem) or save_figure(
+        fig, path, *rest))
+
+    def redrawn() -> set[str]:
+        drawn.clear()
+        again = report.write_report(copy).read_text(encoding="utf-8")
+        assert len(embedded_pngs(again)) == len(embedded_pngs(page))  # every figure is on the page either way
+        return set(drawn)
+
+    assert redrawn() == set()
+    first_epoch = (copy / HISTORY).read_text().splitlines()[0]
+    (copy / HISTORY).write_text(first_epoch + "\n")
+    assert redrawn() == {"curves"}
+    save_figure(report.plots.plot_history([]), copy / report.FIGURES_DIR / "samples.png")  # no fingerprint
+    (copy / report.FIGURES_DIR / "mistakes.png").write_bytes(b"not a PNG")
+    assert redrawn() == {"samples", "mistakes"}
+    assert_valid_png((copy / report.FIGURES_DIR / "mistakes.png").read_bytes())
+
+
 def test_missing_run_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a run directory"):
         report.write_report(tmp_path / "nowhere")
