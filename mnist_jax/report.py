@@ -20,6 +20,7 @@ from mnist_jax.config import TrainConfig
 from mnist_jax.data import DIGIT_NAMES, Datasets, Split
 from mnist_jax.diagram import draw_model
 from mnist_jax.errors import UserError
+from mnist_jax.predictor import softmax
 from mnist_jax.rundir import CONFIG, ENVIRONMENT, METRICS, RunDir, run_splits, write_atomically
 from mnist_jax.summary import format_summary, summarize
 from mnist_jax.steps import predict_logits
@@ -84,7 +85,7 @@ class ReportInputs:
     def from_training(cls, result: Any, config: TrainConfig, datasets: Datasets) -> "ReportInputs":
         """A run just trained (a train.TrainResult), from memory: the final state's test predictions, the very ones
         its metrics.json scores, with no checkpoint to restore, no data to reload and nothing to predict again."""
-        probabilities_NxK = np.asarray(jax.nn.softmax(result.test_logits, axis=-1))
+        probabilities_NxK = softmax(result.test_logits)  # NumPy: no small programs to compile
         test = datasets.test
         predicted = Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
         return cls(result.run_dir, "latest", len(result.history), result.model, config, datasets.train, predicted,
@@ -140,7 +141,7 @@ def write_figures(run: Run, which: str | int = "best", data_dir: str | None = No
 def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int) -> Predictions:
     """Class probabilities and predicted classes for every test image."""
     logits_NxK = predict_logits(apply_fn, variables, jax.device_put(test.images), batch_size)
-    probabilities_NxK = np.asarray(jax.nn.softmax(logits_NxK, axis=-1))
+    probabilities_NxK = softmax(np.asarray(logits_NxK))
     return Predictions(test.images, test.labels, probabilities_NxK.argmax(axis=-1), probabilities_NxK)
 
 
