@@ -55,7 +55,9 @@ def init_state(model: nn.Module, optimizer: optax.GradientTransformation, loss_f
     state = TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, loss_fn=loss_fn,
                               model_state=model_state, ema_params=params if ema_decay else None, augment=augment,
                               ema_decay=ema_decay)
-    return sharding.replicated(state)
+    # A plain int32 step (create's 0 is weakly typed), as a checkpoint restores it: a resumed run's training program
+    # is then the very one compiled ahead for a fresh state.
+    return sharding.replicated(state.replace(step=jnp.zeros((), jnp.int32)))
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:

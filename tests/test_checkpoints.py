@@ -178,3 +178,33 @@ def test_resuming_another_network_is_refused_and_its_checkpoints_stay(tmp_path, 
         train_and_evaluate(CONFIG.replace(**change), tmp_path / "run", datasets=digits, resume=True)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
     assert not (tmp_path / "run" / "checkpoints.damaged").exists()
+
+
+class CompiledPrograms(logging.Handler):
+    """Collects the names of the programs XLA compiles while jax.log_compiles() is on."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of jit("):
+            self.names.append(message.split("jit(")[1].split(")")[0])
+
+
+def test_a_resumed_run_trains_with_the_program_compiled_ahead(tmp_path):
+    """The restored state has the fresh state's types (a plain int32 step), so the training program compiled on the
+    second thread is the one the resumed loop runs: compiled once, not twice."""
+    config = CONFIG.replace(model="cnn", filters=4, epochs=1)
+    train_and_evaluate(config, RunDir.create(tmp_path / "run"))
+    compiled, jax_logger = CompiledPrograms(), logging.getLogger("jax")
+    jax.clear_caches()
+    jax_logger.addHandler(compiled)
+    jax.config.update("jax_log_compiles", True)  # for every thread (jax.log_compiles() is this thread's alone)
+    try:
+        train_and_evaluate(config.replace(epochs=2), tmp_path / "run", resume=True)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        jax_logger.removeHandler(compiled)
+    assert compiled.names.count("train_steps") == 1
