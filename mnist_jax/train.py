@@ -255,13 +255,19 @@ def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
 
 
 def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh, state_args: tuple) -> list:
-    """Compiles of the training program and of the validation and test evaluations, for compilation.speedups.
+    """Compiles of the training program (or of the epoch's plan) and of the evaluations, for compilation.speedups.
 
     Each is lowered exactly as the loop will call it (same shapes, equivalent shardings), so the loop finds it
-    compiled, or waits for the compile under way: training compiles while this thread initialises the parameters
-    and shuffles the first epoch.
+    compiled, or waits for the compile under way. Training compiles there while this thread initialises and plans
+    the first epoch; but a short run (`fast_compile`, the speedrun) compiles training on this thread instead, and
+    its plan and evaluation beside it, so that no compile runs beside its brief training (0.1-0.2 s sooner).
     """
     whole = NamedSharding(mesh, PartitionSpec())
+
+    def plan():
+        with jax.set_mesh(mesh):
+            steps.epoch_calls.lower(config.seed, 1, len(datasets.train), config.batch_size,
+                                    config.steps_per_call).compile()
 
     def training():
         if config.loop != "scan":
@@ -284,7 +290,7 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh,
                     steps.eval_step.lower(state_args[0].apply, variables, images, labels,
                                           config.eval_batch_size).compile()
 
-    return [training, evaluations]
+    return [plan, evaluations] if config.fast_compile else [training, evaluations]
 
 
 def _placed(shapes: Any, placement: NamedSharding) -> Any:
