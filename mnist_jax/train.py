@@ -263,11 +263,15 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh,
     its plan and evaluation beside it, so that no compile runs beside its brief training (0.1-0.2 s sooner).
     """
     whole = NamedSharding(mesh, PartitionSpec())
+    model = state_args[0]
 
     def plan():
         with jax.set_mesh(mesh):
-            steps.epoch_calls.lower(config.seed, 1, len(datasets.train), config.batch_size,
-                                    config.steps_per_call).compile()
+            if config.loop == "scan":
+                steps.epoch_calls.lower(config.seed, 1, len(datasets.train), config.batch_size,
+                                        config.steps_per_call).compile()
+            else:
+                steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
 
     def training():
         if config.loop != "scan":
@@ -282,13 +286,12 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh,
                 steps.train_steps.lower(state, images, labels, batches, _placed(rng, whole)).compile()
 
     def evaluations():
-        variables = _placed(abstract_variables(state_args[0]), whole)  # shapes only, traced on the second thread too
+        variables = _placed(abstract_variables(model), whole)  # shapes only, traced on the second thread too
         for split in (datasets.val, datasets.test):
             if split is not None:
                 images, labels = (_shape_of(array, whole) for array in (split.images, split.labels))
                 with jax.set_mesh(mesh):
-                    steps.eval_step.lower(state_args[0].apply, variables, images, labels,
-                                          config.eval_batch_size).compile()
+                    steps.eval_step.lower(model.apply, variables, images, labels, config.eval_batch_size).compile()
 
     return [plan, evaluations] if config.fast_compile else [training, evaluations]
 
