@@ -209,12 +209,21 @@ def _window_max(y_BxHxWx4xF: jax.Array) -> jax.Array:
 
 
 def _window_max_forward(y):
-    pooled = y.max(-2)
-    window = jnp.arange(y.shape[-2])[:, None]
-    # The first maximum's position, as a reduction (XLA computes it once, rather than again for each position),
+    # The maximum and the first maximum's position in one pass over `y` (one variadic reduction); the position is
     # kept instead of `y`: an eighth of its bytes, so the backward pass reads far less.
-    first = jnp.where(y == pooled[..., None, :], window, y.shape[-2]).min(-2).astype(jnp.int8)
-    return pooled, first
+    position = jax.lax.broadcasted_iota(jnp.int32, y.shape, y.ndim - 2)
+
+    def larger_or_first(a, b):
+        (a_value, a_position), (b_value, b_position) = a, b
+        a_nan, b_nan = jnp.isnan(a_value), jnp.isnan(b_value)  # NaN is the largest, as max pooling passes it on
+        larger = (b_value > a_value) | (b_nan & ~a_nan)
+        same = (b_value == a_value) | (b_nan & a_nan)
+        take_b = larger | (same & (b_position < a_position))  # order-free: XLA may reduce in any order
+        return jnp.where(take_b, b_value, a_value), jnp.where(take_b, b_position, a_position)
+
+    pooled, first = jax.lax.reduce((y, position), (jnp.array(-jnp.inf, y.dtype), jnp.int32(y.shape[-2])),
+                                   larger_or_first, (y.ndim - 2,))
+    return pooled, first.astype(jnp.int8)
 
 
 def _window_max_backward(first, grad_BxHxWxF):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import models
-from mnist_jax.layers import BatchLastConv, Conv, ConvMaxPool, PlainCNN, max_pool_2x2, native_ops
+from mnist_jax.layers import BatchLastConv, Conv, ConvMaxPool, PlainCNN, _window_max, max_pool_2x2, native_ops
 from tests.tolerances import (CNN_LOGITS, SPEEDRUN_LOGITS, assert_close, assert_trees_close,
                               gradient_length)
 
@@ -123,6 +123,16 @@ def test_conv_max_pool_equals_conv_activation_then_max_pool_in_values_and_gradie
     # Kernel gradients sum over the batch and the pooled positions; input gradients (where a tie sent to another
     # window position would show) over the kernel's windows and the 8 filters.
     assert_trees_close(grads_ours, grads_ref, reduction_length=x.shape[0] * out.shape[1] * out.shape[2] + 3 * 3 * 8)
+
+
+def test_the_window_maximum_passes_nan_on_wherever_it_sits_as_max_pooling_does():
+    """A NaN (a diverging run) in any of a window's four positions makes that output NaN, as `max` does, never a
+    silent maximum of the other values: the loop still sees the loss go non-finite."""
+    windows = jnp.array([[1.0, 2.0, 3.0, 0.5]] * 4).at[jnp.arange(4), jnp.arange(4)].set(jnp.nan)  # NaN at 0..3
+    y = jnp.concatenate([windows, jnp.array([[1.0, 3.0, 3.0, 2.0]])])  # and a tie, without NaN
+    pooled = jax.jit(_window_max)(y.T[None, None, None, :, :])  # (1, 1, 1, 4 positions, 5 features)
+    np.testing.assert_array_equal(jnp.isnan(pooled[0, 0, 0]), [True] * 4 + [False])
+    assert pooled[0, 0, 0, 4] == 3.0
 
 
 def test_conv_max_pool_runs_other_paddings_as_conv_then_max_pool():
