@@ -199,7 +199,7 @@ def _pooling_patches(x_BxHxWxC: jax.Array, kh: int, kw: int) -> jax.Array:
     strided = {(row, col): x_BxHxWxC[:, row:row + 2 * out_h - 1:2, col:col + 2 * out_w - 1:2]
                for row in range(kh + 1) for col in range(kw + 1)}
     taps = [strided[di + i, dj + j] for di, dj in _WINDOW for i in range(kh) for j in range(kw)]  # (row, col, channel)
-    return jnp.concatenate(taps, -1).reshape(b, out_h, out_w, len(_WINDOW), kh * kw * c)
+    return jnp.concatenate(taps, -1).reshape(b, out_h, out_w, _WINDOW_SIZE, kh * kw * c)
 
 
 @jax.custom_vjp

@@ -124,7 +124,8 @@ def write_figures(run: Run, which: str | int = "best", data_dir: str | None = No
     figures = draw_figures(run_dir.read_history(), inputs.train, predicted, inputs.class_names, config.seed,
                            AffineRanges.of(config))
     rows = summarize(inputs.model)
-    figures["model"] = Drawing((format_summary(rows),), lambda: draw_model(inputs.model, rows))
+    summary = format_summary(rows)  # the page shows it; it also stands for the network in the diagram's fingerprint
+    figures["model"] = Drawing((summary,), lambda: draw_model(inputs.model, rows))
     folder = run_dir.path / FIGURES_DIR
     try:
         folder.mkdir(exist_ok=True)
@@ -135,7 +136,7 @@ def write_figures(run: Run, which: str | int = "best", data_dir: str | None = No
     classification = plots.classification_metrics(predicted.labels, predicted.predictions, inputs.class_names)
     run_dir.write_json(CLASSIFICATION_REPORT, classification)
     log.info("Wrote %d figures into %s.", len(paths), folder)
-    return RunFigures(run_dir, inputs.which, inputs.epoch, paths, classification, format_summary(rows))
+    return RunFigures(run_dir, inputs.which, inputs.epoch, paths, classification, summary)
 
 
 def predict_test_set(apply_fn: Any, variables: Any, test: Split, batch_size: int) -> Predictions:

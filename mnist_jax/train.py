@@ -168,27 +168,25 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
                 progress: bool = False) -> tuple[TrainState, dict[str, Any]]:
     """One shuffled pass over the training split, `steps_per_call` steps per jitted call (one with loop="step")."""
     started = time.perf_counter()
-    if config.loop == "step":
+    if config.loop == "step":  # a row of batch indices per call
         calls, dropout_rng = steps.epoch_plan(config.seed, epoch, len(train), config.batch_size)
-        train_call, steps_per = steps.train_one_step, lambda _: 1  # a row of batch indices per call
-    else:
+    else:  # a block of rows per call
         calls, dropout_rng = steps.epoch_calls(config.seed, epoch, len(train), config.batch_size,
                                                config.steps_per_call)
-        train_call, steps_per = steps.train_steps, len  # a block of rows per call
-    call_metrics, steps_done, loss_sum = [], 0, 0.0
-    with tqdm(total=len(train) // config.batch_size, desc=f"epoch {epoch}/{config.epochs}", unit="step",
-              disable=not progress) as bar:
+    train_call = steps.train_one_step if config.loop == "step" else steps.train_steps
+    steps_per_epoch = len(train) // config.batch_size  # the plan skips the remainder that does not fill a batch
+    call_metrics, loss_sum = [], 0.0
+    with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress) as bar:
         for batches in calls:
             state, metrics = train_call(state, train.images, train.labels, batches, dropout_rng)
             call_metrics.append(metrics)
-            steps_done += steps_per(batches)
             if progress:  # reading the running loss syncs with the device once per call
                 loss_sum += float(metrics["loss"])
-                bar.update(steps_per(batches))
-                bar.set_postfix(loss=f"{loss_sum / steps_done:.4f}")
+                bar.update(1 if config.loop == "step" else len(batches))
+                bar.set_postfix(loss=f"{loss_sum / bar.n:.4f}")
     # Summed on the host once the epoch is done: one sync, and no program to compile for the sum.
     totals = {name: sum(float(values[name]) for values in jax.device_get(call_metrics)) for name in call_metrics[0]}
-    means = {f"train_{name}": total / steps_done for name, total in totals.items()}
+    means = {f"train_{name}": total / steps_per_epoch for name, total in totals.items()}
     return state, {"epoch": epoch, **means, "seconds": round(time.perf_counter() - started, 3)}
 
 
