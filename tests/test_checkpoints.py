@@ -20,6 +20,7 @@ from mnist_jax.errors import CheckpointError, UserError
 from mnist_jax.models import abstract_params, create_model, model_version
 from mnist_jax.rundir import RunDir
 from mnist_jax.train import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
+from tests.compiled import logged_compiles
 
 CONFIG = TrainConfig(dataset="digits", model="mlp", batch_size=32, dropout=0.3, epochs=2)
 
@@ -180,31 +181,12 @@ def test_resuming_another_network_is_refused_and_its_checkpoints_stay(tmp_path, 
     assert not (tmp_path / "run" / "checkpoints.damaged").exists()
 
 
-class CompiledPrograms(logging.Handler):
-    """Collects the names of the programs XLA compiles while jax.log_compiles() is on."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def emit(self, record):
-        message = record.getMessage()
-        if message.startswith("Finished XLA compilation of jit("):
-            self.names.append(message.split("jit(")[1].split(")")[0])
-
-
 def test_a_resumed_run_trains_with_the_program_compiled_ahead(tmp_path):
     """The restored state has the fresh state's types (a plain int32 step), so the training program compiled on the
     second thread is the one the resumed loop runs: compiled once, not twice."""
     config = CONFIG.replace(model="cnn", filters=4, epochs=1)
     train_and_evaluate(config, RunDir.create(tmp_path / "run"))
-    compiled, jax_logger = CompiledPrograms(), logging.getLogger("jax")
     jax.clear_caches()
-    jax_logger.addHandler(compiled)
-    jax.config.update("jax_log_compiles", True)  # for every thread (jax.log_compiles() is this thread's alone)
-    try:
+    with logged_compiles() as compiled:
         train_and_evaluate(config.replace(epochs=2), tmp_path / "run", resume=True)
-    finally:
-        jax.config.update("jax_log_compiles", False)
-        jax_logger.removeHandler(compiled)
     assert compiled.names.count("train_steps") == 1

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -103,28 +104,19 @@ def test_batchnorm_statistics_are_over_the_whole_batch_on_every_mesh():
 
 # One process: count each program's compiles over a training run on 1 and 2 devices.
 COMPILES = """
-import collections, json, logging, jax
+import json, jax
 from mnist_jax import TrainConfig, train_and_evaluate
 from mnist_jax.data import load_datasets
 from mnist_jax.sharding import make_mesh
-compiled = collections.Counter()
-class Names(logging.Handler):
-    def emit(self, record):
-        if record.getMessage().startswith("Finished XLA compilation of jit("):
-            name = record.getMessage().split("jit(")[1].split(")")[0]
-            compiled[name] += 1
-            compiled[f"{name} ahead"] += record.threadName != "MainThread"
-logging.getLogger("jax").addHandler(Names())
-logging.getLogger("jax").setLevel(logging.DEBUG)
-jax.config.update("jax_log_compiles", True)
+from tests.compiled import logged_compiles
 datasets = load_datasets("digits", val_split=0.2, seed=0)
 config = TrainConfig(dataset="digits", model="cnn", filters=4, epochs=2, batch_size=32, steps_per_call=10)
 results = {}
 for devices in (1, 2):
     jax.clear_caches()
-    compiled.clear()
-    train_and_evaluate(config, mesh=make_mesh(devices), datasets=datasets)
-    results[devices] = dict(compiled)
+    with logged_compiles() as compiled:
+        train_and_evaluate(config, mesh=make_mesh(devices), datasets=datasets)
+    results[devices] = compiled.compiled
 print(json.dumps(results))
 """
 
@@ -137,8 +129,9 @@ def test_the_loop_runs_the_programs_compiled_ahead_without_compiling_them_again(
     trained_ahead = 0
     for devices, compiled in json.loads(done.stdout.strip().splitlines()[-1]).items():
         # 35 steps an epoch in calls of 10: blocks of 10 and of 5 rows, two training programs; validation and test.
-        ahead = {name: compiled.pop(f"{name} ahead") for name in list(compiled) if f"{name} ahead" in compiled}
-        assert compiled == {"init_state": 1, "epoch_calls": 1, "train_steps": 2, "eval_step": 2}, devices
+        assert Counter(name for name, _ in compiled) == {"init_state": 1, "epoch_calls": 1, "train_steps": 2,
+                                                         "eval_step": 2}, devices
+        ahead = Counter(name for name, on_main_thread in compiled if not on_main_thread)
         assert ahead["init_state"] == ahead["epoch_calls"] == 0, devices
         trained_ahead += ahead["train_steps"]
     # Whichever thread reaches the compiler first compiles, the other waits: the loop, initialising first, comes
