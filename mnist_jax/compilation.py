@@ -46,8 +46,8 @@ _ON = ("1", "true", "yes", "on", "")
 # program compiles in 0.4 s instead of 4.2 s, and training runs as fast (BENCHMARKS.md, the GPU's numbers too).
 FAST_COMPILE = {"xla_backend_optimization_level": 1}
 # XLA:CPU's loop emitters instead of its newer fusion emitters: programs compile in about half the time but run
-# 15-70% slower, the right trade for programs that run once or briefly (initialisation, an epoch's plan,
-# evaluation, the speedrun's two epochs). Other backends refuse xla_cpu_* options, so only the CPU gets it.
+# 15-70% slower, the right trade for programs that run once or briefly (initialisation, evaluation, the speedrun's
+# two epochs). Other backends refuse xla_cpu_* options, so only the CPU gets it.
 FASTEST_COMPILE = {**FAST_COMPILE, "xla_cpu_use_fusion_emitters": False}
 
 

@@ -99,6 +99,20 @@ def batches_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, DATA))
 
 
+def put_batches(batches_SxB: np.ndarray) -> jax.Array:
+    """Batch indices from the host, placed as `split_batches` places them under the current mesh."""
+    mesh = jax.sharding.get_mesh()
+    if mesh.empty:
+        return jax.device_put(batches_SxB)
+    return jax.make_array_from_callback(batches_SxB.shape, batches_sharding(mesh), lambda index: batches_SxB[index])
+
+
+def put_whole(array: np.ndarray) -> jax.Array:
+    """A small host array, whole on every device of the current mesh (every process passes the same)."""
+    mesh = jax.sharding.get_mesh()
+    return jax.device_put(array) if mesh.empty else put_replicated(array, mesh)
+
+
 def split_batches(batches_SxB: jax.Array) -> jax.Array:
     """Inside a jitted program under a mesh: each device takes its share of every batch (axis 1)."""
     if jax.sharding.get_abstract_mesh().empty:

@@ -10,11 +10,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax import augment, compilation, sharding
+from mnist_jax import augment, compilation, sharding, shuffle
 from mnist_jax.augment import AffineRanges
 from mnist_jax.initializers import INITS
 from mnist_jax.losses import LossFn, accuracy, sparse_categorical_cross_entropy
@@ -112,37 +113,30 @@ def train_one_step(state: TrainState, images: jax.Array, labels: jax.Array, indi
     return train_step(state, {"image": images[indices_B], "label": labels[indices_B]}, rng)
 
 
-@functools.partial(compilation.jit, static_argnames=("num_examples", "batch_size"), fastest_compile=True)
 def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """An epoch's shuffled batches (steps, batch_size) and dropout key, from the seed and epoch alone.
 
     A resumed run repeats them exactly, whatever the device count; the shuffled remainder that does not fill a batch
     is skipped. Under a mesh, each device gets its share of every batch.
     """
-    return _shuffled_batches(seed, epoch, num_examples, batch_size)
+    (batches,), dropout_rng = epoch_calls(seed, epoch, num_examples, batch_size, 0)
+    return batches, dropout_rng
 
 
-@functools.partial(compilation.jit, static_argnames=("num_examples", "batch_size", "steps_per_call"),
-                   fastest_compile=True)
 def epoch_calls(seed: int, epoch: int, num_examples: int, batch_size: int,
                 steps_per_call: int) -> tuple[tuple[jax.Array, ...], jax.Array]:
     """`epoch_plan`'s batches cut into one (steps, batch_size) block per `train_steps` call, `steps_per_call` rows
     each (0: the whole epoch), and the dropout key.
 
-    Cut in the same program: slicing in the loop would compile a program of its own before the first step.
+    Drawn on the host (shuffle.py): the very numbers jax.random.permutation gives, with no program to compile.
     """
-    batches, dropout_rng = _shuffled_batches(seed, epoch, num_examples, batch_size)
-    steps = batches.shape[0]
-    rows = steps_per_call or steps
-    return tuple(sharding.split_batches(batches[start:start + rows]) for start in range(0, steps, rows)), dropout_rng
-
-
-def _shuffled_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    epoch_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_STREAM), epoch)
-    shuffle_rng, dropout_rng = jax.random.split(epoch_rng)
+    epoch_key = shuffle.fold_in(shuffle.fold_in(shuffle.key(seed), EPOCH_STREAM), epoch)
+    shuffle_key, dropout_key = shuffle.split(epoch_key)
     steps = num_examples // batch_size
-    order = jax.random.permutation(shuffle_rng, num_examples)
-    return sharding.split_batches(order[: steps * batch_size].reshape(steps, batch_size)), dropout_rng
+    batches = shuffle.permutation(shuffle_key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+    rows = steps_per_call or steps
+    calls = tuple(sharding.put_batches(batches[start:start + rows]) for start in range(0, steps, rows))
+    return calls, jax.random.wrap_key_data(sharding.put_whole(np.array(dropout_key, np.uint32)))
 
 
 def batched_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_size: int) -> jax.Array:

@@ -253,23 +253,15 @@ def _checkpointer(run_dir: RunDir | None) -> Iterator[Checkpointer | None]:
 
 
 def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh, state_args: tuple) -> list:
-    """Compiles of the training program (or of the epoch's plan) and of the evaluations, for compilation.speedups.
+    """Compiles of the training program and of the evaluations, for compilation.speedups.
 
     Each is lowered exactly as the loop will call it (same shapes, equivalent shardings), so the loop finds it
-    compiled, or waits for the compile under way. Training compiles there while this thread initialises and plans
-    the first epoch; but a short run (`fast_compile`, the speedrun) compiles training on this thread instead, and
-    its plan and evaluation beside it, so that no compile runs beside its brief training (0.1-0.2 s sooner).
+    compiled, or waits for the compile under way. Training compiles there while this thread initialises; but a
+    short run (`fast_compile`, the speedrun) compiles training on this thread instead, and its evaluation beside
+    it, so that no compile runs beside its brief training (0.1-0.2 s sooner).
     """
     whole = NamedSharding(mesh, PartitionSpec())
     model = state_args[0]
-
-    def plan():
-        with jax.set_mesh(mesh):
-            if config.loop == "scan":
-                steps.epoch_calls.lower(config.seed, 1, len(datasets.train), config.batch_size,
-                                        config.steps_per_call).compile()
-            else:
-                steps.epoch_plan.lower(config.seed, 1, len(datasets.train), config.batch_size).compile()
 
     def training():
         if config.loop != "scan":
@@ -277,11 +269,10 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh,
         state = _placed(steps.init_state.eval_shape(*state_args), whole)
         images, labels = (_shape_of(array, whole) for array in (datasets.train.images, datasets.train.labels))
         with jax.set_mesh(mesh):
-            calls, rng = steps.epoch_calls.eval_shape(config.seed, 1, len(datasets.train), config.batch_size,
-                                                      config.steps_per_call)
-            for shape in dict.fromkeys(call.shape for call in calls):  # a shorter last call is another program
-                batches = jax.ShapeDtypeStruct(shape, np.int32, sharding=sharding.batches_sharding(mesh))
-                steps.train_steps.lower(state, images, labels, batches, _placed(rng, whole)).compile()
+            calls, rng = steps.epoch_calls(config.seed, 1, len(datasets.train), config.batch_size,
+                                           config.steps_per_call)  # 10 ms on the host: the very arrays the loop passes
+            for batches in {call.shape: call for call in calls}.values():  # a shorter last call is another program
+                steps.train_steps.lower(state, images, labels, batches, rng).compile()
 
     def evaluations():
         variables = _placed(abstract_variables(model), whole)  # shapes only, traced on the second thread too
@@ -291,7 +282,7 @@ def _programs_to_precompile(config: TrainConfig, datasets: Datasets, mesh: Mesh,
                 with jax.set_mesh(mesh):
                     steps.eval_step.lower(model.apply, variables, images, labels, config.eval_batch_size).compile()
 
-    return [plan, evaluations] if config.fast_compile else [training, evaluations]
+    return [evaluations] if config.fast_compile else [training, evaluations]
 
 
 def _placed(shapes: Any, placement: NamedSharding) -> Any:
