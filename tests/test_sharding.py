@@ -112,22 +112,28 @@ from tests.compiled import logged_compiles
 datasets = load_datasets("digits", val_split=0.2, seed=0)
 config = TrainConfig(dataset="digits", model="cnn", filters=4, epochs=2, batch_size=32, steps_per_call=10)
 results = {}
-for devices in (1, 2):
+for name, devices, fast in (("1", 1, False), ("2", 2, False), ("fast", 1, True)):
     jax.clear_caches()
     with logged_compiles() as compiled:
-        train_and_evaluate(config, mesh=make_mesh(devices), datasets=datasets)
-    results[devices] = compiled.compiled
+        train_and_evaluate(config.replace(fast_compile=fast), mesh=make_mesh(devices), datasets=datasets)
+    results[name] = compiled.compiled
 print(json.dumps(results))
 """
 
 
 def test_the_loop_runs_the_programs_compiled_ahead_without_compiling_them_again():
     """Training and both evaluations compile on the second thread while the first thread initialises; the loop
-    finds them there (or waits for them), on one device and on two: each program is compiled once."""
+    finds them there (or waits for them), on one device and on two: each program is compiled once. A
+    `fast_compile` run swaps the threads: training first on the loop's, the initialisation on the second."""
     done = run_python(["-c", COMPILES], devices=2)
     assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    fast = results.pop("fast")
+    assert Counter(name for name, _ in fast) == {"init_state": 1, "train_steps": 2, "eval_step": 2}
+    on_main = Counter(name for name, on_main_thread in fast if on_main_thread)
+    assert on_main["train_steps"] == 2 and on_main["init_state"] == 0  # (the evaluations race the short training)
     trained_ahead = 0
-    for devices, compiled in json.loads(done.stdout.strip().splitlines()[-1]).items():
+    for devices, compiled in results.items():
         # 35 steps an epoch in calls of 10: blocks of 10 and of 5 rows, two training programs; validation and test.
         # The epoch's plan is drawn on the host: no program.
         assert Counter(name for name, _ in compiled) == {"init_state": 1, "train_steps": 2, "eval_step": 2}, devices
