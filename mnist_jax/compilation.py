@@ -114,8 +114,9 @@ def speedups(fast_compile: bool = False, precompile: Sequence[Callable[[], Any]]
     """Inside the block, run `precompile` (ahead-of-time compiles) on a second thread and, with `fast_compile`,
     compile the training programs in about half the time for somewhat slower steps (short runs: the speedrun).
 
-    Compiling training and evaluation there while this thread initialises saves a few tenths of a second a run on
-    2 cores (a call of a program still compiling waits for it); a failed compile raises at the end.
+    Compiling training and evaluation there while this thread initialises (or, for a short run, the initialisation
+    and evaluation while this thread compiles training) saves a few tenths of a second a run on 2 cores (a call of
+    a program still compiling waits for it); a failed compile raises at the end.
     """
     previous = _settings.fast_compile_training
     _settings.fast_compile_training = fast_compile

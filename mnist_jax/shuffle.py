@@ -9,12 +9,12 @@ this against jax.random itself).
 import numpy as np
 
 KeyData = tuple[np.uint32, np.uint32]  # what jax.random.key_data holds for a Threefry key
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_PARITY = np.uint32(0x1BD11BDA)
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32's, alternating every four rounds
+_PARITY = np.uint32(0x1BD11BDA)  # Threefry's key-schedule constant (Salmon et al., 2011)
 
 
 def key(seed: int) -> KeyData:
-    """`jax.random.key(seed)`'s data for a 32-bit seed (what JAX keeps of a seed without 64-bit mode)."""
+    """`jax.random.key(seed)`'s data, (0, seed), for a seed in [0, 2**32)."""
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32); got {seed}.")
     return np.uint32(0), np.uint32(seed)
@@ -39,8 +39,8 @@ def random_bits(key_data: KeyData, count: int) -> np.ndarray:
 
 
 def permutation(key_data: KeyData, count: int) -> np.ndarray:
-    """`jax.random.permutation(key, count)` as int32: sorts by fresh random keys, as many rounds as jax.random
-    makes so that ties are unlikely."""
+    """`jax.random.permutation(key, count)` as int32."""
+    # Stable sorts by fresh random keys, as many rounds as jax.random makes so that ties are unlikely.
     rounds = int(np.ceil(3 * np.log(max(1, count)) / np.log(np.iinfo(np.uint32).max)))
     order = np.arange(count, dtype=np.int32)
     for _ in range(rounds):

@@ -119,24 +119,32 @@ def epoch_plan(seed: int, epoch: int, num_examples: int, batch_size: int) -> tup
     A resumed run repeats them exactly, whatever the device count; the shuffled remainder that does not fill a batch
     is skipped. Under a mesh, each device gets its share of every batch.
     """
-    (batches,), dropout_rng = epoch_calls(seed, epoch, num_examples, batch_size, 0)
-    return batches, dropout_rng
+    batches, dropout_key = _shuffled_batches(seed, epoch, num_examples, batch_size)
+    return sharding.put_batches(batches), _placed_key(dropout_key)
 
 
 def epoch_calls(seed: int, epoch: int, num_examples: int, batch_size: int,
                 steps_per_call: int) -> tuple[tuple[jax.Array, ...], jax.Array]:
-    """`epoch_plan`'s batches cut into one (steps, batch_size) block per `train_steps` call, `steps_per_call` rows
-    each (0: the whole epoch), and the dropout key.
+    """`epoch_plan`'s batches cut into one block per `train_steps` call, `steps_per_call` rows each (0: the whole
+    epoch), and the dropout key."""
+    batches, dropout_key = _shuffled_batches(seed, epoch, num_examples, batch_size)
+    rows = steps_per_call or max(1, len(batches))
+    calls = tuple(sharding.put_batches(batches[start:start + rows]) for start in range(0, len(batches), rows))
+    return calls, _placed_key(dropout_key)
 
-    Drawn on the host (shuffle.py): the very numbers jax.random.permutation gives, with no program to compile.
-    """
+
+def _shuffled_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> tuple[np.ndarray, shuffle.KeyData]:
+    """Drawn on the host (shuffle.py): the very numbers jax.random.permutation gives, with no program to compile."""
     epoch_key = shuffle.fold_in(shuffle.fold_in(shuffle.key(seed), EPOCH_STREAM), epoch)
     shuffle_key, dropout_key = shuffle.split(epoch_key)
     steps = num_examples // batch_size
-    batches = shuffle.permutation(shuffle_key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
-    rows = steps_per_call or steps
-    calls = tuple(sharding.put_batches(batches[start:start + rows]) for start in range(0, steps, rows))
-    return calls, jax.random.wrap_key_data(sharding.put_whole(np.array(dropout_key, np.uint32)))
+    order = shuffle.permutation(shuffle_key, num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size), dropout_key
+
+
+def _placed_key(key_data: shuffle.KeyData) -> jax.Array:
+    """A Threefry key from its data, whole on every device."""
+    return jax.random.wrap_key_data(sharding.put_whole(np.array(key_data, np.uint32)), impl="threefry2x32")
 
 
 def batched_logits(apply_fn: Callable, variables: Any, images: jax.Array, batch_size: int) -> jax.Array:

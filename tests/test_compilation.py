@@ -78,7 +78,7 @@ def test_no_recompilation_after_the_first_epoch():
 
 
 def test_a_whole_run_compiles_nothing_after_its_first_epoch():
-    """Init, the epoch's plan, the epoch, evaluation per split shape: all compiled in epoch 1, none after."""
+    """Init, the epoch, evaluation per split shape: all compiled in epoch 1, none after."""
     datasets = data.load_datasets("digits", val_split=0.2)
     config = TrainConfig(dataset="digits", model="mlp", batch_size=32, steps_per_call=0)
     counts = {}

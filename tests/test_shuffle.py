@@ -45,7 +45,8 @@ def test_a_permutation_long_enough_for_two_sorting_rounds_is_jax_randoms():
     np.testing.assert_array_equal(shuffle.permutation(shuffle.key(7), 60_000), jax.random.permutation(key, 60_000))
 
 
-@pytest.mark.parametrize("seed, epoch, count, batch", [(0, 1, 48_000, 64), (3, 7, 60_000, 128), (2**31 - 1, 2, 103, 10)])
+@pytest.mark.parametrize("seed, epoch, count, batch",
+                         [(0, 1, 48_000, 64), (3, 7, 60_000, 128), (2**31 - 1, 2, 103, 10), (1, 1, 5, 10)])
 def test_the_epoch_plan_is_the_one_jax_random_draws(seed, epoch, count, batch):
     """The plan the loop trained on when it was a jitted program: a seed's batches did not change."""
     epoch_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), steps.EPOCH_STREAM), epoch)
