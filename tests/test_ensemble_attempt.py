@@ -1,0 +1,36 @@
+"""scripts/ensemble_attempt.sh on the digits: validation picks the epochs, five new seeds train that long, and the
+ensemble is evaluated once."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensemble_attempt.sh"
+
+
+def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
+    out = tmp_path / "attempt"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(SCRIPT.parents[1]),
+           "FLAGS": "--dataset digits --filters 4 --batch-size 32"}
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "1", "2"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scores = json.loads((out / "validation.json").read_text())
+    assert set(scores) == {"1", "2"}
+    for epochs, score in scores.items():  # the mean of the two validation runs' last records
+        finals = [json.loads((out / f"val-e{epochs}-s{seed}" / "history.jsonl").read_text().splitlines()[-1])
+                  for seed in (0, 1)]
+        assert score == sum(record["val_accuracy"] for record in finals) / 2
+    winner = max(sorted(scores, key=int), key=lambda epochs: scores[epochs])
+    assert re.search(rf"-> {winner} epochs", done.stdout)
+    ensemble = json.loads((out / "ensemble.json").read_text())
+    assert [member["run_dir"] for member in ensemble["members"]] == [str(out / f"member-s{seed}") for seed in
+                                                                      range(10, 15)]
+    for member in ensemble["members"]:  # trained the winning length on the whole training set: no validation
+        history = (Path(member["run_dir"]) / "history.jsonl").read_text().splitlines()
+        assert len(history) == int(winner) and "val_accuracy" not in json.loads(history[-1])
+        assert member["epoch"] == int(winner)
+    assert 0 <= ensemble["test_accuracy"] <= 1
