@@ -2,8 +2,7 @@
 
 The training loop runs inside `jax.set_mesh(mesh)`; the programs in steps.py then place their outputs with
 `replicated` and `split_batches` (batch indices from the host: `put_batches`), and XLA adds the all-reduce of the
-gradients. One device is a mesh of one: the
-same code path, the same programs.
+gradients. One device is a mesh of one: the same code path, the same programs.
 """
 
 import logging

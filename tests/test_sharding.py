@@ -131,7 +131,8 @@ with jax.set_mesh(mesh):
     plan, _ = steps.epoch_plan(0, 1, 100, 10)
 split = sharding.batches_sharding(mesh)
 print(json.dumps({"split": [block.sharding == split for block in (*calls, plan)],
-                  "shapes": [list(block.shape) for block in calls], "shard": list(plan.addressable_shards[0].data.shape),
+                  "shapes": [list(block.shape) for block in calls],
+                  "shard": list(plan.addressable_shards[0].data.shape),
                   "key_whole": rng.sharding.is_fully_replicated and len(rng.sharding.device_set) == 2}))
 """
 
