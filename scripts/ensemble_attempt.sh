@@ -8,6 +8,7 @@
 #      schedule, no selection.
 #   3. `mnist-jax evaluate` of the five (`--which latest`): the ensemble's and each member's test accuracy, once.
 # Usage: MNIST_JAX_DATA_DIR=/path/to/mnist bash scripts/ensemble_attempt.sh [OUT_DIR [EPOCHS ...]]
+# Run again on the same OUT_DIR, it keeps the finished runs and resumes the others from their newest checkpoint.
 # EPOCHS default to 15 40 100. Without the package installed, PYTHONPATH=. runs `python -m mnist_jax`; PYTHON picks
 # the interpreter (default python3); LIMIT is each run's time limit in seconds (default 900); FLAGS, more flags for
 # every run (the tests train on the small digits set with FLAGS="--dataset digits ...").
@@ -23,14 +24,21 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 "$py" -c "import jax; print(jax.__version__, jax.devices())" | tee "$out/devices.txt"
 
-train() {  # train NAME FLAGS...: one run under the time limit, into $out/NAME, its log and seconds beside it
-  local name="$1" started=$SECONDS; shift
-  echo "== train $name: $*"
-  timeout "$limit" "$py" -m mnist_jax train --recipe best --run-dir "$out/$name" --no-progress --no-report \
-    "${flags[@]}" "$@" >"$out/$name.log" 2>&1 || echo "== FAILED: $name (see $out/$name.log)"
-  echo "$name $(( SECONDS - started )) s" | tee -a "$out/times.txt"
+finished() {  # finished RUN_DIR: the run wrote its final metrics
+  "$py" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "finished")' "$1/metrics.json" \
+    2>/dev/null
 }
 
+train() {  # train NAME FLAGS...: one run under the time limit, into $out/NAME, its log and seconds beside it
+  local name="$1" started=$SECONDS; shift
+  if finished "$out/$name"; then echo "== $name: finished before, kept"; return; fi
+  local how=(--recipe best --run-dir "$out/$name" "${flags[@]}" "$@")
+  [ -d "$out/$name" ] && how=(--resume "$out/$name")  # stopped or timed out: on from its newest checkpoint
+  echo "== train $name: ${how[*]}"
+  timeout "$limit" "$py" -m mnist_jax train "${how[@]}" --no-progress --no-report >>"$out/$name.log" 2>&1 \
+    || echo "== FAILED: $name (see $out/$name.log)"
+  echo "$name $(( SECONDS - started )) s" | tee -a "$out/times.txt"
+}
 
 pick_epochs() {  # the winning count of epochs from the validation runs' last records (kept in validation.json)
   "$py" - "$out" "${candidates[@]}" <<'EOF'

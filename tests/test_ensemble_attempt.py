@@ -11,13 +11,19 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensemble_attempt.sh"
 
 
-def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
-    out = tmp_path / "attempt"
+def attempt(out: Path) -> subprocess.CompletedProcess:
+    """The script on the digits with 1 or 2 epochs to choose from."""
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(SCRIPT.parents[1]),
            "FLAGS": "--dataset digits --filters 4 --batch-size 32"}
     done = subprocess.run(["bash", str(SCRIPT), str(out), "1", "2"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
+    out = tmp_path / "attempt"
+    done = attempt(out)
     scores = json.loads((out / "validation.json").read_text())
     assert set(scores) == {"1", "2"}
     for epochs, score in scores.items():  # the mean of the two validation runs' last records
@@ -34,3 +40,10 @@ def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
         assert len(history) == int(winner) and "val_accuracy" not in json.loads(history[-1])
         assert member["epoch"] == int(winner)
     assert 0 <= ensemble["test_accuracy"] <= 1
+
+    # Run again: the finished runs are kept; one stopped before its final metrics resumes from its checkpoint.
+    (out / "member-s14" / "metrics.json").unlink()
+    again = attempt(out)
+    assert again.stdout.count("finished before, kept") == 8
+    assert f"== train member-s14: --resume {out / 'member-s14'}" in again.stdout
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ensemble["members"]
