@@ -9,9 +9,10 @@
 #   3. `mnist-jax evaluate` of the five (`--which latest`): the ensemble's and each member's test accuracy, once.
 # Usage: MNIST_JAX_DATA_DIR=/path/to/mnist bash scripts/ensemble_attempt.sh [OUT_DIR [EPOCHS ...]]
 # Run again on the same OUT_DIR, it keeps the finished runs and resumes the others from their newest checkpoint.
-# EPOCHS default to 15 40 (100 was declared first and dropped before any member ran: 4 more hours on the CPU). Without the package installed, PYTHONPATH=. runs `python -m mnist_jax`; PYTHON picks
-# the interpreter (default python3); LIMIT is each run's time limit in seconds (default 900); FLAGS, more flags for
-# every run (the tests train on the small digits set with FLAGS="--dataset digits ...").
+# EPOCHS default to 15 40 (100 was declared first and dropped before any member ran: 4 more hours on the CPU).
+# Without the package installed, PYTHONPATH=. runs `python -m mnist_jax`; PYTHON picks the interpreter (default
+# python3); LIMIT is each run's time limit in seconds (default 900; 40 epochs on the CPU need about 1,300); FLAGS, more
+# flags for every run (the tests train on the small digits set with FLAGS="--dataset digits ...").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-ensemble_attempt_out}"
