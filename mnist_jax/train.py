@@ -172,10 +172,11 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
     started = time.perf_counter()
     if config.loop == "step":  # a row of batch indices per call
         calls, dropout_rng = steps.epoch_plan(config.seed, epoch, len(train), config.batch_size)
+        train_call = steps.train_one_step
     else:  # a block of rows per call
         calls, dropout_rng = steps.epoch_calls(config.seed, epoch, len(train), config.batch_size,
                                                config.steps_per_call)
-    train_call = steps.train_one_step if config.loop == "step" else steps.train_steps
+        train_call = steps.train_steps
     steps_per_epoch = len(train) // config.batch_size  # the plan skips the remainder that does not fill a batch
     call_metrics, loss_sum = [], 0.0
     with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step", disable=not progress) as bar:
@@ -184,7 +185,7 @@ def train_epoch(config: TrainConfig, state: TrainState, train: DeviceSplit, epoc
             call_metrics.append(metrics)
             if progress:  # reading the running loss syncs with the device once per call
                 loss_sum += float(metrics["loss"])
-                bar.update(1 if config.loop == "step" else len(batches))
+                bar.update(1 if batches.ndim == 1 else len(batches))  # a row is one step, a block one per row
                 bar.set_postfix(loss=f"{loss_sum / bar.n:.4f}")
     # Summed on the host once the epoch is done: one sync, and no program to compile for the sum.
     totals = {name: sum(float(values[name]) for values in jax.device_get(call_metrics)) for name in call_metrics[0]}

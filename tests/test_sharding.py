@@ -102,7 +102,8 @@ def test_batchnorm_statistics_are_over_the_whole_batch_on_every_mesh():
             assert_close(leaf, expected, reduction_length=32 * 26 * 26)
 
 
-# One process: count each program's compiles over a training run on 1 and 2 devices.
+# One process: count each program's compiles, and on which thread, over a training run on 1 and 2 devices, and
+# over a `fast_compile` run on 1.
 COMPILES = """
 import json, jax
 from mnist_jax import TrainConfig, train_and_evaluate

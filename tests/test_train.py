@@ -131,3 +131,14 @@ def test_label_smoothing_reaches_the_training_step(digits):
     # More than rounding apart: an epoch's mean loss (tests/tolerances.py).
     steps = len(digits.train) // BATCH
     assert_differ(b.history[0]["train_loss"], a.history[0]["train_loss"], MLP_LOGITS + CROSS_ENTROPY + BATCH + steps)
+
+
+@pytest.mark.parametrize("loop, steps_per_call", [("step", 0), ("scan", 5), ("scan", 0)])
+def test_the_progress_bar_counts_every_step_of_the_epoch(digits, capsys, loop, steps_per_call):
+    """A row per call in the step loop, a block of rows per call in the scan: the bar ends at the epoch's steps."""
+    config = TrainConfig(dataset="digits", model="mlp", batch_size=64, epochs=1, loop=loop,
+                         steps_per_call=steps_per_call)
+    train = DeviceSplit.put(digits.train)
+    train_epoch(config, initial_state(config, steps_per_epoch=1), train, epoch=1, progress=True)
+    steps_per_epoch = len(train) // 64
+    assert f"{steps_per_epoch}/{steps_per_epoch} [" in capsys.readouterr().err
