@@ -16,7 +16,7 @@ import pytest
 from mnist_jax import data
 from mnist_jax.checkpoints import Checkpointer, restore_for_inference
 from mnist_jax.config import TrainConfig
-from mnist_jax.errors import CheckpointError, UserError
+from mnist_jax.errors import CheckpointError
 from mnist_jax.models import abstract_params, create_model, model_version
 from mnist_jax.rundir import RunDir
 from mnist_jax.train import initial_state, steps_in_epoch, train_and_evaluate, training_arrays
