@@ -11,13 +11,13 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensemble_attempt.sh"
 
 
-def attempt(out: Path) -> subprocess.CompletedProcess:
-    """The script on the digits with 1 or 2 epochs to choose from."""
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(SCRIPT.parents[1]),
-           "FLAGS": "--dataset digits --filters 4 --batch-size 32"}
+def attempt(out: Path, flags: str = "", succeeds: bool = True) -> subprocess.CompletedProcess:
+    """The script on the digits with 1 or 2 epochs to choose from (and more training flags)."""
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(SCRIPT.parents[1]), "LIMIT": "600",
+           "FLAGS": f"--dataset digits --filters 4 --batch-size 32 {flags}"}
     done = subprocess.run(["bash", str(SCRIPT), str(out), "1", "2"], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                          timeout=900)
+    assert (done.returncode == 0) == succeeds, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -33,7 +33,7 @@ def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
     winner = max(sorted(scores, key=int), key=lambda epochs: scores[epochs])
     assert re.search(rf"-> {winner} epochs", done.stdout)
     ensemble = json.loads((out / "ensemble.json").read_text())
-    assert [member["run_dir"] for member in ensemble["members"]] == [str(out / f"member-s{seed}") for seed in
+    assert [member["run_dir"] for member in ensemble["members"]] == [str(out / f"member-e{winner}-s{seed}") for seed in
                                                                       range(10, 15)]
     for member in ensemble["members"]:  # trained the winning length on the whole training set: no validation
         history = (Path(member["run_dir"]) / "history.jsonl").read_text().splitlines()
@@ -41,9 +41,25 @@ def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
         assert member["epoch"] == int(winner)
     assert 0 <= ensemble["test_accuracy"] <= 1
 
-    # Run again: the finished runs are kept; one stopped before its final metrics resumes from its checkpoint.
-    (out / "member-s14" / "metrics.json").unlink()
+    # Run again: the finished runs are kept; one stopped before its final metrics resumes from its checkpoint, and
+    # while it cannot finish (here: its config damaged) the ensemble is not evaluated again.
+    last = out / f"member-e{winner}-s14"
+    (last / "metrics.json").unlink()
+    (out / "ensemble.json").unlink()
+    config = (last / "config.json").read_text()
+    (last / "config.json").write_text("{")
+    stopped = attempt(out, succeeds=False)
+    assert f"{last} did not finish" in stopped.stderr
+    assert "== evaluate" not in stopped.stdout and not (out / "ensemble.json").exists()
+    (last / "config.json").write_text(config)
     again = attempt(out)
     assert again.stdout.count("finished before, kept") == 8
-    assert f"== train member-s14: --resume {out / 'member-s14'}" in again.stdout
+    assert f"== train member-e{winner}-s14: --resume {last}" in again.stdout
     assert json.loads((out / "ensemble.json").read_text())["members"] == ensemble["members"]
+
+
+def test_no_member_trains_before_every_validation_run_finished(tmp_path):
+    out = tmp_path / "attempt"
+    stopped = attempt(out, "--batch-size 100000", succeeds=False)  # every validation run fails at once
+    assert stopped.stderr.count("did not finish") == 4  # 2 lengths x 2 seeds
+    assert not list(out.glob("member-*")) and not (out / "validation.json").exists()
