@@ -1,11 +1,11 @@
 """Fast, exactly equivalent forms of our CNNs' convolutions and pooling for XLA:CPU.
 
-Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path and runs
-about 100x slower, while matrix products stay fast; and the gradient of `nn.max_pool` (select_and_scatter) costs
-~10 ms a batch. These forms compute the same function with the same parameters (tests check it against the
-straightforward `nn.Conv` and `nn.max_pool`). `ConvMaxPool` is both at once, for the article's CNN; the batch-last
-convolution serves the speedrun's small network. Outside loops the reverse holds, so programs without one (the
-Predictor's) trace under `native_ops()`.
+Why: on XLA:CPU a convolution inside a loop (our epoch is one `lax.scan`) misses the fast library path (a step of
+the speedrun's network: 8x slower), while matrix products stay fast; and the gradient of `nn.max_pool`
+(select_and_scatter) costs ~10 ms a batch. These forms compute the same function with the same parameters (tests
+check it against the straightforward `nn.Conv` and `nn.max_pool`). `ConvMaxPool` is both at once, for the article's
+CNN; the batch-last convolution serves the speedrun's small network. Outside loops the reverse holds, so programs
+without one (the Predictor's) trace under `native_ops()`.
 """
 
 import contextlib
