@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The next attempt at a 99.75% ensemble of at most five (issue "Accuracy"), declared here before any of its runs;
-# a GPU runs it in minutes, this project's 2-core CPU in about 3 hours (validation 1 hour, members 2).
+# The fourth attempt at a 99.75% ensemble of at most five (issue "Accuracy"), declared here before any of its runs
+# (run once on the 2-core CPU: 99.68%, BENCHMARKS.md#recipes); a GPU runs it in minutes, the CPU in about 3 hours.
 #   1. Validation picks the schedule's length: `--recipe best --val-split 0.2`, seeds 0 and 1, for each EPOCHS
 #      count; the count with the highest mean final val_accuracy wins (a tie: the fewer epochs). The test set
 #      plays no part.
