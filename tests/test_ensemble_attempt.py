@@ -33,8 +33,8 @@ def test_validation_alone_picks_the_epochs_of_the_five_members(tmp_path):
     winner = max(sorted(scores, key=int), key=lambda epochs: scores[epochs])
     assert re.search(rf"-> {winner} epochs", done.stdout)
     ensemble = json.loads((out / "ensemble.json").read_text())
-    assert [member["run_dir"] for member in ensemble["members"]] == [str(out / f"member-e{winner}-s{seed}") for seed in
-                                                                      range(10, 15)]
+    members = [str(out / f"member-e{winner}-s{seed}") for seed in range(10, 15)]
+    assert [member["run_dir"] for member in ensemble["members"]] == members
     for member in ensemble["members"]:  # trained the winning length on the whole training set: no validation
         history = (Path(member["run_dir"]) / "history.jsonl").read_text().splitlines()
         assert len(history) == int(winner) and "val_accuracy" not in json.loads(history[-1])
